@@ -1,0 +1,1 @@
+"""celgate: a policy-as-code gateway for large language models."""

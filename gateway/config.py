@@ -1,0 +1,261 @@
+"""The configuration file's schema and loading. One place for every default.
+
+An invalid file raises `ConfigError` whose message names the file, the field and the reason;
+`celgate serve` prints it and exits with status 2. Secrets are never in the file: API keys are
+named by environment variable.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from gateway.levels import Level
+
+DEFAULT_LISTEN = "127.0.0.1:50051"
+DEFAULT_OLLAMA_URL = "http://127.0.0.1:11434"
+
+
+class ConfigError(Exception):
+    """A configuration file that cannot be used; the message says where and why."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+LevelName = Annotated[Level, Field(description="PUBLIC, INTERNAL, CONFIDENTIAL or RESTRICTED")]
+
+
+def _level(value: Any) -> Any:
+    return Level.parse(value) if isinstance(value, str) else value
+
+
+class PriceOverride(_Strict):
+    """USD per million tokens. Local models default to zero."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+    cached_input_per_mtok: float | None = Field(default=None, ge=0)
+
+
+class ModelConfig(_Strict):
+    provider: Literal["openai", "ollama"]
+    upstream_model: str = Field(min_length=1)
+    base_url: str = Field(min_length=1)
+    # Name of the environment variable holding the API key (never the key itself).
+    api_key_env: str | None = None
+    location: Literal["on_prem", "cloud"]
+    clearance: LevelName
+    timeout_s: float = Field(default=60.0, gt=0)
+    price: PriceOverride | None = None
+    # Provider-specific request parameters passed through to the upstream (for example
+    # `{"think": false}` for Ollama or `{"reasoning_effort": "low"}` for OpenAI).
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    _parse_clearance = field_validator("clearance", mode="before")(_level)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class ServerConfig(_Strict):
+    listen: str = DEFAULT_LISTEN
+    # Largest gRPC message accepted or sent, in bytes.
+    max_message_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
+    # Seconds in-flight calls get to finish after SIGTERM.
+    grace_period_s: float = Field(default=20.0, ge=0)
+    # Upper bound on any upstream call when the caller sets no deadline.
+    default_deadline_s: float = Field(default=120.0, gt=0)
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be HOST:PORT, for example 127.0.0.1:50051")
+        return value
+
+    @property
+    def is_loopback(self) -> bool:
+        host = self.listen.rpartition(":")[0].strip("[]")
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+
+class LimitsConfig(_Strict):
+    """Request validation limits."""
+
+    max_messages: int = Field(default=1000, gt=0)
+    max_message_chars: int = Field(default=1_000_000, gt=0)
+    max_total_chars: int = Field(default=2_000_000, gt=0)
+    max_tools: int = Field(default=128, gt=0)
+
+
+class PolicyConfig(_Strict):
+    # Directory of `*.yaml` CEL policy files (relative paths are relative to the config file).
+    dir: Path = Path("../policies")
+    # Watch the directory and hot-reload changed policies.
+    watch: bool = True
+
+
+class DictionaryConfig(_Strict):
+    """Operator terms (code names, customer names): case-insensitive, whole words."""
+
+    id: str = Field(pattern=r"^[a-z0-9_.-]+$")
+    level: LevelName
+    terms: list[str] = Field(min_length=1)
+
+    _parse_level = field_validator("level", mode="before")(_level)
+
+
+class PatternConfig(_Strict):
+    """An operator regular expression (Hyperscan syntax)."""
+
+    id: str = Field(pattern=r"^[a-z0-9_.-]+$")
+    level: LevelName
+    regex: str = Field(min_length=1)
+
+    _parse_level = field_validator("level", mode="before")(_level)
+
+
+class InspectionConfig(_Strict):
+    # Detector id -> level, overriding the built-in defaults.
+    levels: dict[str, LevelName] = Field(default_factory=dict)
+    # Detector ids that do not run.
+    disabled: list[str] = Field(default_factory=list)
+    # Document markers (matched case-sensitively as whole words) and the level each implies.
+    markers: dict[str, LevelName] = Field(
+        default_factory=lambda: {
+            "INTERNAL ONLY": Level.INTERNAL,
+            "CONFIDENTIAL": Level.CONFIDENTIAL,
+            "RESTRICTED": Level.RESTRICTED,
+        }
+    )
+    dictionaries: list[DictionaryConfig] = Field(default_factory=list)
+    patterns: list[PatternConfig] = Field(default_factory=list)
+
+    @field_validator("levels", "markers", mode="before")
+    @classmethod
+    def _levels(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: _level(level) for key, level in value.items()}
+        return value
+
+
+class EnforcementConfig(_Strict):
+    # deny: refuse a request whose chosen model is not cleared; reroute: use the first
+    # compliant model of `reroute_order` instead.
+    on_violation: Literal["deny", "reroute"] = "deny"
+    reroute_order: list[str] = Field(default_factory=list)
+
+
+class DispatchConfig(_Strict):
+    max_attempts: int = Field(default=3, ge=1)
+    # Circuit breaker: consecutive failures that open it, and seconds before one probe.
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_cooldown_s: float = Field(default=30.0, gt=0)
+
+
+class BudgetConfig(_Strict):
+    # Tenant name, or "*" for every tenant (each tenant gets its own budget).
+    tenant: str = "*"
+    # Optional label key: spend is then tracked per value of this request label.
+    label: str | None = None
+    window: Literal["day", "month"] = "month"
+    limit_usd: float = Field(gt=0)
+    mode: Literal["hard", "soft"] = "hard"
+
+
+class LedgerConfig(_Strict):
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    # SQLite file (relative to the config file).
+    path: Path = Path("../var/ledger.sqlite3")
+    # Redis URL for several replicas, for example redis://redis:6379/0.
+    url: str | None = None
+
+    @model_validator(mode="after")
+    def _redis_needs_url(self) -> LedgerConfig:
+        if self.backend == "redis" and not self.url:
+            raise ValueError("backend 'redis' needs 'url'")
+        return self
+
+
+class Config(_Strict):
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    models: dict[str, ModelConfig] = Field(min_length=1)
+    default_model: str
+    # True forbids any cloud model in the catalogue.
+    airgapped: bool = False
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    inspection: InspectionConfig = Field(default_factory=InspectionConfig)
+    enforcement: EnforcementConfig = Field(default_factory=EnforcementConfig)
+    dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
+    budgets: list[BudgetConfig] = Field(default_factory=list)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    # Directory the config file lives in; relative paths resolve against it.
+    base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _check_references(self) -> Config:
+        if self.default_model not in self.models:
+            raise ValueError(f"default_model {self.default_model!r} is not in models")
+        for alias in self.enforcement.reroute_order:
+            if alias not in self.models:
+                raise ValueError(f"enforcement.reroute_order names unknown model {alias!r}")
+        if self.airgapped:
+            cloud = sorted(a for a, m in self.models.items() if m.location == "cloud")
+            if cloud:
+                raise ValueError(
+                    "airgapped is true but the catalogue has cloud models: " + ", ".join(cloud)
+                )
+        return self
+
+    def resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(top level)"
+
+
+def parse_config(data: Any, *, source: str = "<config>", base_dir: Path = Path(".")) -> Config:
+    """Validate already-parsed YAML. Errors name `source`, each field and its reason."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: the file must hold a mapping, not {type(data).__name__}")
+    try:
+        return Config.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as exc:
+        lines = [f"{source}: invalid configuration"]
+        for err in exc.errors(include_url=False, include_input=False):
+            lines.append(f"  {_location(err['loc'])}: {err['msg']}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def load_config(path: str | Path) -> Config:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(f"{path}{where}: {problem}") from None
+    return parse_config(data, source=str(path), base_dir=path.resolve().parent)

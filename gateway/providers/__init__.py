@@ -1,0 +1,1 @@
+"""Upstream model providers behind one normalized request, response and chunk type."""
