@@ -67,8 +67,18 @@ class ModelConfig(_Strict):
         return value.rstrip("/")
 
 
+class TLSConfig(_Strict):
+    """Server certificate, and optionally the CA that client certificates must chain to."""
+
+    cert_file: Path
+    key_file: Path
+    # Set -> every client must present a certificate signed by this CA (mutual TLS).
+    client_ca_file: Path | None = None
+
+
 class ServerConfig(_Strict):
     listen: str = DEFAULT_LISTEN
+    tls: TLSConfig | None = None
     # Largest gRPC message accepted or sent, in bytes.
     max_message_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     # Seconds in-flight calls get to finish after SIGTERM.
@@ -105,8 +115,9 @@ class LimitsConfig(_Strict):
 
 
 class PolicyConfig(_Strict):
-    # Directory of `*.yaml` CEL policy files (relative paths are relative to the config file).
-    dir: Path = Path("../policies")
+    # Policy folder holding policy.yaml and optionally tests.yaml (relative paths are
+    # relative to the config file).
+    dir: Path = Path("../policies/routing")
     # Watch the directory and hot-reload changed policies.
     watch: bool = True
 
@@ -176,6 +187,7 @@ class BudgetConfig(_Strict):
     label: str | None = None
     window: Literal["day", "month"] = "month"
     limit_usd: float = Field(gt=0)
+    # hard: refuse a request the budget cannot cover; soft: allow it and flag it.
     mode: Literal["hard", "soft"] = "hard"
 
 
@@ -185,6 +197,9 @@ class LedgerConfig(_Strict):
     path: Path = Path("../var/ledger.sqlite3")
     # Redis URL for several replicas, for example redis://redis:6379/0.
     url: str | None = None
+    # Seconds a reservation holds budget when it is never settled or released (a crashed
+    # replica): after this it stops counting. Keep it above the longest request deadline.
+    reservation_ttl_s: float = Field(default=900.0, gt=0)
 
     @model_validator(mode="after")
     def _redis_needs_url(self) -> LedgerConfig:
@@ -193,8 +208,53 @@ class LedgerConfig(_Strict):
         return self
 
 
+# Tenant names end up in metric labels, Redis keys and the decision log: keep them plain.
+TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+TenantName = Annotated[str, Field(pattern=TENANT_PATTERN)]
+
+
+class ApiKeyEntry(_Strict):
+    tenant: TenantName
+    # SHA-256 of the key as hex (`celgate keys new` prints it); the key itself is never stored.
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("sha256", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
+
+class AuthConfig(_Strict):
+    # none: every caller is `tenant` (allowed only on a loopback listen address);
+    # api_key: `authorization: Bearer <key>` metadata; mtls: the client certificate.
+    mode: Literal["none", "api_key", "mtls"] = "none"
+    tenant: TenantName = "default"
+    api_keys: list[ApiKeyEntry] = Field(default_factory=list)
+    # File of `TENANT SHA256HEX` lines (for example a mounted Kubernetes Secret).
+    api_keys_file: Path | None = None
+    # mtls: certificate subject CN or a SAN (DNS, URI such as a SPIFFE id, IP) -> tenant.
+    client_tenants: dict[str, TenantName] = Field(default_factory=dict)
+
+
+class TenantRateLimit(_Strict):
+    # Token buckets refilled continuously; each holds at most one minute's worth.
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+
+
+class TenantConfig(_Strict):
+    # Model aliases this tenant may be routed to; None -> every model in the catalogue.
+    allowed_models: list[str] | None = None
+    max_declared_classification: LevelName | None = None
+    rate_limit: TenantRateLimit | None = None
+
+    _parse_level = field_validator("max_declared_classification", mode="before")(_level)
+
+
 class Config(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    tenants: dict[TenantName, TenantConfig] = Field(default_factory=dict)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     models: dict[str, ModelConfig] = Field(min_length=1)
     default_model: str
@@ -224,8 +284,41 @@ class Config(_Strict):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _check_access(self) -> Config:
+        if self.auth.mode == "none" and not self.server.is_loopback:
+            raise ValueError(
+                f"auth.mode is 'none' but server.listen {self.server.listen!r} is not a loopback"
+                " address: anyone who can reach it would be let in. Set auth.mode to 'api_key'"
+                " or 'mtls', or listen on 127.0.0.1"
+            )
+        if self.auth.mode == "api_key" and not (self.auth.api_keys or self.auth.api_keys_file):
+            raise ValueError("auth.mode 'api_key' needs auth.api_keys or auth.api_keys_file")
+        if self.auth.mode == "mtls":
+            if self.server.tls is None or self.server.tls.client_ca_file is None:
+                raise ValueError(
+                    "auth.mode 'mtls' needs server.tls with client_ca_file (the CA that signs"
+                    " client certificates)"
+                )
+            if not self.auth.client_tenants:
+                raise ValueError(
+                    "auth.mode 'mtls' needs auth.client_tenants (certificate -> tenant)"
+                )
+        for name, tenant in self.tenants.items():
+            for alias in tenant.allowed_models or ():
+                if alias not in self.models:
+                    raise ValueError(f"tenants.{name}.allowed_models names unknown model {alias!r}")
+        return self
+
+    def tenant_config(self, tenant: str) -> TenantConfig:
+        """The tenant's settings; a tenant not listed gets the defaults (no extra limits)."""
+        return self.tenants.get(tenant) or _DEFAULT_TENANT
+
     def resolve(self, path: Path) -> Path:
         return path if path.is_absolute() else (self.base_dir / path).resolve()
+
+
+_DEFAULT_TENANT = TenantConfig()
 
 
 def _location(loc: tuple[int | str, ...]) -> str:

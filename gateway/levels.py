@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import cast
+
+from gateway.v1 import policy_pb2
 
 
 class Level(IntEnum):
@@ -18,4 +21,10 @@ class Level(IntEnum):
             return cls[name.strip().upper()]
         except KeyError:
             choices = ", ".join(level.name for level in cls)
-            raise ValueError(f"unknown classification {name!r}; expected one of {choices}") from None
+            raise ValueError(
+                f"unknown classification {name!r}; expected one of {choices}"
+            ) from None
+
+    def proto(self) -> policy_pb2.Classification:
+        """The `gateway.v1.Classification` value (the numbers are the same)."""
+        return cast(policy_pb2.Classification, int(self))

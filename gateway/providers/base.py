@@ -6,7 +6,7 @@ their SDK's errors to `UpstreamError`, which says whether trying another model m
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -126,6 +126,6 @@ class Provider(Protocol):
 
     async def chat(self, params: ChatParams, *, timeout: float) -> ChatResult: ...
 
-    def stream(self, params: ChatParams, *, timeout: float) -> AsyncIterator[Chunk]: ...
+    def stream(self, params: ChatParams, *, timeout: float) -> AsyncGenerator[Chunk, None]: ...
 
     async def aclose(self) -> None: ...

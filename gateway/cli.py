@@ -1,0 +1,141 @@
+"""The `celgate` command: serve | models | chat | route (and, as they land, policy, costs, keys).
+
+Errors a user can fix print one clear message and exit 2; nothing prints a stack trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+import grpc
+
+from gateway.config import ConfigError, load_config
+from gateway.levels import Level
+from gateway.v1 import gateway_pb2 as pb
+from gateway.v1 import gateway_pb2_grpc, policy_pb2
+
+DEFAULT_CONFIG = os.environ.get("CELGATE_CONFIG", "config/celgate.yaml")
+DEFAULT_TARGET = os.environ.get("CELGATE_TARGET", "127.0.0.1:50051")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.server import serve
+
+    config = load_config(args.config)
+    asyncio.run(serve(config))
+    return 0
+
+
+def _models(args: argparse.Namespace, out: TextIO) -> int:
+    config = load_config(args.config)
+    rows = [("ALIAS", "PROVIDER", "UPSTREAM MODEL", "LOCATION", "CLEARANCE", "BASE URL")]
+    for alias, m in config.models.items():
+        rows.append((alias, m.provider, m.upstream_model, m.location, m.clearance.name, m.base_url))
+    _table(rows, out)
+    return 0
+
+
+def _table(rows: Sequence[Sequence[str]], out: TextIO) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+        out.write("\n")
+
+
+def _chat_request(args: argparse.Namespace) -> pb.ChatStreamRequest:
+    request = pb.ChatStreamRequest(
+        messages=[pb.Message(role=pb.ROLE_USER, content=args.prompt)],
+        preferred_model=args.model or "",
+    )
+    if args.classification:
+        request.classification = Level.parse(args.classification).proto()
+    return request
+
+
+def _describe_route(route: pb.RouteInfo, out: TextIO) -> None:
+    out.write(
+        f"model={route.model} provider={route.provider} upstream={route.upstream_model} "
+        f"location={policy_pb2.Location.Name(route.location)} rule={route.rule} "
+        f"classification={policy_pb2.Classification.Name(route.classification)} "
+        f"cost_usd={route.cost_usd:.6f}\n"
+    )
+
+
+def _call(args: argparse.Namespace, out: TextIO) -> int:
+    with grpc.insecure_channel(args.target) as channel:
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        try:
+            if args.command == "route":
+                # The request messages share field numbers, so the bytes translate 1:1.
+                route_request = pb.RouteRequest.FromString(_chat_request(args).SerializeToString())
+                response = stub.Route(route_request, timeout=args.timeout)
+                _describe_route(response.route, out)
+                for candidate in response.candidates:
+                    state = "ok" if candidate.allowed else f"dropped: {candidate.reason}"
+                    out.write(f"  candidate {candidate.model}: {state}\n")
+                return 0
+            stream = stub.ChatStream(_chat_request(args), timeout=args.timeout)
+            for part in stream:
+                out.write(part.content_delta)
+                out.flush()
+                if part.HasField("route"):
+                    out.write("\n")
+                    _describe_route(part.route, out)
+            return 0
+        except grpc.RpcError as exc:
+            sys.stderr.write(f"celgate: {exc.code().name}: {exc.details()}\n")
+            return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="celgate", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the gateway")
+    serve.add_argument("--config", default=DEFAULT_CONFIG)
+
+    models = sub.add_parser("models", help="list the model catalogue")
+    models.add_argument("--config", default=DEFAULT_CONFIG)
+
+    for name, text in (
+        ("chat", "send one chat to a running gateway and stream the answer"),
+        ("route", "show which model a prompt would go to, without calling it"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("prompt")
+        cmd.add_argument("--target", default=DEFAULT_TARGET, help="gateway host:port")
+        cmd.add_argument("--model", help="preferred model alias")
+        cmd.add_argument(
+            "--classification", choices=["public", "internal", "confidential", "restricted"]
+        )
+        cmd.add_argument("--timeout", type=float, default=120.0, help="deadline in seconds")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=os.environ.get("CELGATE_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "models":
+            return _models(args, sys.stdout)
+        return _call(args, sys.stdout)
+    except ConfigError as exc:
+        sys.stderr.write(f"celgate: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

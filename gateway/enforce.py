@@ -1,0 +1,101 @@
+"""The data-residency invariant (DESIGN.md, invariant 1) and the tenant's model list, as pure
+functions.
+
+Content at classification C never goes to a model whose clearance is below C, and a tenant is
+never routed outside its allowed models. This runs on the policy's choice and fallbacks in the
+pipeline, and the residency check runs again in the dispatcher right before each call,
+independent of the policy: a policy can narrow where data goes, never widen it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from gateway.config import ModelConfig
+from gateway.errors import PermissionDenied
+from gateway.levels import Level
+
+
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    model: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Enforced:
+    chain: tuple[str, ...]  # the models that may be tried, in order
+    dropped: tuple[Dropped, ...]  # considered and refused, with why
+    rerouted_from: str | None  # the policy's choice when enforcement replaced it
+
+
+def violation(alias: str, model: ModelConfig, classification: Level) -> str | None:
+    """Why `alias` may not receive content at `classification`, or None when it may."""
+    if model.clearance >= classification:
+        return None
+    return (
+        f"model {alias!r} is cleared for {Level(model.clearance).name} but the request is "
+        f"{classification.name}"
+    )
+
+
+def refusal(
+    alias: str,
+    models: Mapping[str, ModelConfig],
+    classification: Level,
+    allowed: Collection[str] | None,
+) -> tuple[str, str] | None:
+    """(ErrorInfo reason, message) when `alias` must not be used for this request."""
+    model = models.get(alias)
+    if model is None:
+        return "UNKNOWN_MODEL", f"model {alias!r} is not in the catalogue"
+    if allowed is not None and alias not in allowed:
+        return "MODEL_NOT_ALLOWED", f"model {alias!r} is not in the tenant's allowed models"
+    reason = violation(alias, model, classification)
+    return None if reason is None else ("DATA_RESIDENCY", reason)
+
+
+def enforce(
+    chain: Sequence[str],
+    models: Mapping[str, ModelConfig],
+    classification: Level,
+    *,
+    allowed: Collection[str] | None = None,
+    on_violation: Literal["deny", "reroute"] = "deny",
+    reroute_order: Sequence[str] = (),
+) -> Enforced:
+    """Filter the policy's ordered chain (primary first). A refused primary is denied, or in
+    reroute mode replaced by the first compliant model of `reroute_order`; refused fallbacks
+    are dropped from the chain."""
+    kept: list[str] = []
+    dropped: list[Dropped] = []
+    rerouted_from: str | None = None
+    for position, alias in enumerate(dict.fromkeys(chain)):
+        refused = refusal(alias, models, classification, allowed)
+        if refused is None:
+            kept.append(alias)
+            continue
+        dropped.append(Dropped(alias, refused[1]))
+        if position > 0:
+            continue
+        if on_violation == "deny" or refused[0] == "UNKNOWN_MODEL":
+            raise PermissionDenied(refused[1], reason=refused[0], model=alias)
+        rerouted_from = alias
+    if rerouted_from is not None:
+        substitute = next(
+            (a for a in reroute_order if refusal(a, models, classification, allowed) is None),
+            None,
+        )
+        if substitute is None:
+            raise PermissionDenied(
+                f"{dropped[0].reason}, and no model in enforcement.reroute_order may receive "
+                f"{classification.name} content",
+                reason="DATA_RESIDENCY",
+                model=rerouted_from,
+            )
+        kept = [substitute, *(a for a in kept if a != substitute)]
+    if not kept:
+        raise PermissionDenied("no candidate model may receive this request", reason="NO_CANDIDATE")
+    return Enforced(tuple(kept), tuple(dropped), rerouted_from)

@@ -1,0 +1,260 @@
+"""Data classification: one Hyperscan pass over the normalized request, validators on the
+candidates, findings as (detector id, level, count). No matched value is kept or returned.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import hyperscan
+
+from gateway.config import InspectionConfig
+from gateway.errors import InternalError
+from gateway.inspect import validators as v
+from gateway.inspect.detectors import BUILTINS
+from gateway.levels import Level
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A detector that found something: its id, the level it implies, how many times."""
+
+    detector: str
+    level: Level
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Pattern:
+    detector: str
+    expression: bytes
+    flags: int
+    validator: v.Validator | None
+
+
+def marker_id(marker: str) -> str:
+    """`"INTERNAL ONLY"` -> `"marker.internal_only"`."""
+    return "marker." + re.sub(r"[^a-z0-9]+", "_", marker.lower()).strip("_")
+
+
+def dictionary_id(name: str) -> str:
+    return f"dict.{name}"
+
+
+def pattern_id(name: str) -> str:
+    return f"regex.{name}"
+
+
+def _literal(term: str) -> bytes:
+    """A term as a Hyperscan expression: metacharacters escaped, any run of whitespace matching
+    any run of whitespace, word boundaries only where the term starts or ends with a word
+    character (so `C++` still matches)."""
+    words = normalize_term(term).split()
+    body = r"\s+".join("".join(_escape(ch) for ch in word) for word in words)
+    first, last = words[0][0], words[-1][-1]
+    prefix = r"\b" if first.isalnum() or first == "_" else ""
+    suffix = r"\b" if last.isalnum() or last == "_" else ""
+    return (prefix + body + suffix).encode("utf-8")
+
+
+def normalize_term(term: str) -> str:
+    return unicodedata.normalize("NFKC", term).strip()
+
+
+def _escape(char: str) -> str:
+    if char.isalnum() or not char.isascii():
+        return char
+    return f"\\x{ord(char):02x}"
+
+
+def _text_flags(expression: bytes) -> int:
+    return hyperscan.HS_FLAG_UTF8 | hyperscan.HS_FLAG_UCP if not expression.isascii() else 0
+
+
+def _compile(patterns: list[_Pattern]) -> hyperscan.Database:
+    database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
+    database.compile(
+        expressions=[p.expression for p in patterns],
+        ids=list(range(len(patterns))),
+        elements=len(patterns),
+        flags=[p.flags for p in patterns],
+    )
+    return database
+
+
+def _operator_pattern(index: int, name: str, regex: str) -> _Pattern:
+    """Compiles the operator's regex alone first, so a bad one is named in the error."""
+    expression = regex.encode("utf-8")
+    where = f"inspection.patterns[{index}] (id {name!r})"
+    last_error = ""
+    # Leftmost start of match lets repeated suffixes (`TICKET-\d+`) count once; a few
+    # expressions cannot track it, and those count distinct match ends instead.
+    for som in (hyperscan.HS_FLAG_SOM_LEFTMOST, 0):
+        candidate = _Pattern(pattern_id(name), expression, som | _text_flags(expression), None)
+        try:
+            _compile([candidate])
+        except hyperscan.error as exc:
+            last_error = str(exc)
+            continue
+        return candidate
+    hint = (
+        " (Hyperscan supports no lookaround and no backreferences)" if "ssert" in last_error else ""
+    )
+    raise ValueError(f"{where}: invalid regular expression: {last_error}{hint}")
+
+
+class Classifier:
+    """Compiled once from the inspection config; `scan` is safe to call from any thread."""
+
+    def __init__(self, config: InspectionConfig) -> None:
+        self._levels = self._resolve_levels(config)
+        patterns = self._patterns(config)
+        self._patterns_by_id = tuple(p for p in patterns if p.detector in self._levels)
+        self._database = _compile(list(self._patterns_by_id)) if self._patterns_by_id else None
+        self._local = threading.local()
+
+    @property
+    def detector_levels(self) -> dict[str, Level]:
+        """Every active detector id and the level a finding of it implies."""
+        return dict(self._levels)
+
+    @staticmethod
+    def _known(config: InspectionConfig) -> dict[str, Level]:
+        known = {b.id: b.level for b in BUILTINS}
+        known.update({marker_id(m): level for m, level in config.markers.items()})
+        known.update({dictionary_id(d.id): d.level for d in config.dictionaries})
+        known.update({pattern_id(p.id): p.level for p in config.patterns})
+        return known
+
+    def _resolve_levels(self, config: InspectionConfig) -> dict[str, Level]:
+        known = self._known(config)
+        # A typo in an override or a disable list would silently weaken classification.
+        for field, names in (("levels", config.levels), ("disabled", config.disabled)):
+            for name in names:
+                if name not in known:
+                    raise ValueError(
+                        f"inspection.{field}: unknown detector {name!r}; known detectors: "
+                        + ", ".join(sorted(known))
+                    )
+        for field, items in (("dictionaries", config.dictionaries), ("patterns", config.patterns)):
+            seen: set[str] = set()
+            for item in items:
+                if item.id in seen:
+                    raise ValueError(f"inspection.{field}: id {item.id!r} is used twice")
+                seen.add(item.id)
+        levels = {**known, **config.levels}
+        return {name: level for name, level in levels.items() if name not in config.disabled}
+
+    @staticmethod
+    def _patterns(config: InspectionConfig) -> list[_Pattern]:
+        som = hyperscan.HS_FLAG_SOM_LEFTMOST
+        patterns = [
+            _Pattern(
+                b.id, expr, som | (hyperscan.HS_FLAG_CASELESS if b.caseless else 0), b.validator
+            )
+            for b in BUILTINS
+            for expr in b.patterns
+        ]
+        for marker in config.markers:
+            if not marker.strip():
+                raise ValueError("inspection.markers: a marker must not be empty")
+            expr = _literal(marker)
+            patterns.append(_Pattern(marker_id(marker), expr, som | _text_flags(expr), None))
+        for index, dictionary in enumerate(config.dictionaries):
+            for term_index, term in enumerate(dictionary.terms):
+                if not term.strip():
+                    raise ValueError(
+                        f"inspection.dictionaries[{index}].terms[{term_index}]: empty term"
+                    )
+                expr = _literal(term)
+                flags = som | hyperscan.HS_FLAG_CASELESS | _text_flags(expr)
+                patterns.append(_Pattern(dictionary_id(dictionary.id), expr, flags, None))
+        patterns.extend(_operator_pattern(i, p.id, p.regex) for i, p in enumerate(config.patterns))
+        return patterns
+
+    def _scratch(self) -> hyperscan.Scratch:
+        # Hyperscan scratch space is per thread; one per thread that ever scans.
+        scratch = getattr(self._local, "scratch", None)
+        if scratch is None:
+            scratch = hyperscan.Scratch(self._database)
+            self._local.scratch = scratch
+        return scratch
+
+    def scan(self, data: bytes) -> tuple[Finding, ...]:
+        """Findings in `data` (normalized, padded by `normalize.to_bytes`), sorted by id.
+
+        Raises `InternalError` when the scan or a validator fails: a request whose content
+        could not be inspected must not be routed. The message names the detector only.
+        """
+        if self._database is None:
+            return ()
+        hits: list[tuple[int, int, int]] = []
+        append = hits.append
+
+        def on_match(pattern: int, start: int, end: int, flags: int, context: object) -> None:
+            append((pattern, start, end))
+
+        try:
+            self._database.scan(data, match_event_handler=on_match, scratch=self._scratch())
+        except hyperscan.error as exc:
+            raise InternalError(
+                f"inspection failed: the pattern scan raised {type(exc).__name__}",
+                reason="INSPECTION_FAILED",
+            ) from None
+        return self._findings(data, hits) if hits else ()
+
+    def _findings(self, data: bytes, hits: Iterable[tuple[int, int, int]]) -> tuple[Finding, ...]:
+        # Several ends per start (a number followed by more digit groups): try the longest first.
+        candidates: dict[tuple[int, int], list[int]] = {}
+        for pattern, start, end in hits:
+            candidates.setdefault((pattern, start), []).append(end)
+        accepted: dict[str, list[tuple[int, int]]] = {}
+        for (index, start), ends in candidates.items():
+            pattern = self._patterns_by_id[index]
+            for end in sorted(set(ends), reverse=True):
+                if self._valid(pattern, data, start, end):
+                    # Without start-of-match tracking the start is 0: the end alone identifies it.
+                    span = (
+                        (start, end)
+                        if pattern.flags & hyperscan.HS_FLAG_SOM_LEFTMOST
+                        else (end, end)
+                    )
+                    accepted.setdefault(pattern.detector, []).append(span)
+                    break
+        findings = [
+            Finding(detector, self._levels[detector], _count_disjoint(spans))
+            for detector, spans in accepted.items()
+        ]
+        return tuple(sorted(findings, key=lambda f: f.detector))
+
+    @staticmethod
+    def _valid(pattern: _Pattern, data: bytes, start: int, end: int) -> bool:
+        if pattern.validator is None:
+            return True
+        try:
+            return pattern.validator(data, start, end)
+        except Exception as exc:
+            # Exception text may quote the candidate (UnicodeDecodeError does): drop it.
+            raise InternalError(
+                f"inspection failed: detector {pattern.detector} raised {type(exc).__name__}",
+                reason="INSPECTION_FAILED",
+                detector=pattern.detector,
+            ) from None
+
+
+def _count_disjoint(spans: list[tuple[int, int]]) -> int:
+    """Overlapping candidates (the same phone number seen by two patterns, `client_secret=`
+    seen as `secret=` too) are one occurrence."""
+    count, reach = 0, -1
+    for start, end in sorted(spans):
+        # Neighbours may share the one boundary character between them.
+        if start >= reach - 1:
+            count += 1
+            reach = end
+        else:
+            reach = max(reach, end)
+    return count

@@ -1,0 +1,122 @@
+"""The built-in detectors: id, default level, Hyperscan patterns and validator.
+
+Patterns carry their own boundaries as consumed character classes (Hyperscan has no
+lookaround): a number must not be the middle of a longer number, a token not the middle of a
+longer token. That keeps a long run of digits from producing a candidate at every offset, so
+the callback count stays proportional to real candidates. The scanned buffer is padded with a
+newline on both sides, so the classes also match at the ends of the text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.inspect import validators as v
+from gateway.levels import Level
+
+
+@dataclass(frozen=True, slots=True)
+class Builtin:
+    id: str
+    level: Level
+    patterns: tuple[bytes, ...]
+    validator: v.Validator | None
+    caseless: bool = False
+    # Start-of-match tracking is exact but slow on long variable prefixes; those detectors
+    # find their start from the end instead (`locate`) or need none (start = end).
+    som: bool = True
+    locate: v.Locator | None = None
+
+
+# Country code, check digits, then 11..30 alphanumerics in optional groups. Every possible end
+# is reported and the validator picks the one that matches the country's registered length, so
+# an upper-case word right after the IBAN does not hide it.
+_IBAN = rb"[^0-9A-Za-z][A-Za-z]{2}[0-9]{2}(?: ?[0-9A-Za-z]){11,30}[^0-9A-Za-z]"
+
+_CARD = rb"[^0-9A-Za-z_.\-][0-9](?:[ \-]?[0-9]){12,18}(?:[^0-9A-Za-z_.\-]|[.\-][^0-9])"
+_SSN = rb"[^0-9A-Za-z\-](?:[0-9]{3}-[0-9]{2}-[0-9]{4}|[0-9]{3} [0-9]{2} [0-9]{4})[^0-9A-Za-z\-]"
+_NINO = rb"[^0-9A-Za-z][A-Za-z]{2} ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-Da-d][^0-9A-Za-z]"
+_EMAIL = rb"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}[^A-Za-z0-9]"
+_PHONE_INTL = rb"[^0-9A-Za-z+]\+[1-9][0-9]{0,2}(?:[ .\-]?\(?[0-9]{1,5}\)?){1,6}[^0-9A-Za-z]"
+_PHONE_NANP = (
+    rb"[^0-9A-Za-z+\-./](?:1[ .\-])?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .\-])"
+    rb"[2-9][0-9]{2}[ .\-][0-9]{4}[^0-9A-Za-z]"
+)
+_PHONE_TRUNK = rb"[^0-9A-Za-z+\-./:]\(?0[1-9][0-9]{0,3}\)?(?:[ \-][0-9]{2,8}){1,4}(?:[^0-9A-Za-z\-:./]|[.][^0-9])"
+_IPV4 = (
+    rb"[^0-9A-Za-z.][0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?:[^0-9A-Za-z.]|\.[^0-9A-Za-z])"
+)
+_IPV6 = (
+    rb"[^0-9A-Za-z:.](?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|[0-9]{1,3}(?:\.[0-9]{1,3}){3})?"
+    rb"(?:[^0-9A-Za-z:.]|\.[^0-9A-Za-z])"
+)
+_AWS = rb"[^0-9A-Za-z](?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}[^0-9A-Za-z]"
+_PEM = rb"-----BEGIN[A-Z0-9 ]{0,40} PRIVATE KEY-----"
+_JWT = (
+    rb"[^0-9A-Za-z_\-]eyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*"
+    rb"(?:[^0-9A-Za-z_\-.]|\.[^0-9A-Za-z_\-])"
+)
+_GITHUB = (
+    rb"[^0-9A-Za-z_](?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{82,240})[^0-9A-Za-z_]"
+)
+_SLACK = (
+    rb"[^0-9A-Za-z](?:xox[abposre]-[0-9A-Za-z\-]{10,}|xapp-[0-9]-[0-9A-Za-z\-]{10,})"
+    rb"[^0-9A-Za-z\-]"
+)
+_SLACK_WEBHOOK = (
+    rb"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9_/]{20,200}[^A-Za-z0-9_/]"
+)
+_SECRET_KEYS = (
+    rb"password|passwd|passphrase|pwd|secret|client[_\-]?secret|secret[_\-]?key|api[_\-]?key"
+    rb"|apikey|access[_\-]?key|access[_\-]?token|auth[_\-]?token|private[_\-]?key|token"
+)
+_SECRET_ASSIGNMENT = (
+    rb"[^A-Za-z](?:" + _SECRET_KEYS + rb")[\"']?[ \t]*(?::=|=>|[:=])[ \t]*[\"']?"
+    rb"[^\s\"'`,;<>]{8,}[\s\"'`,;<>]"
+)
+_URL_CREDENTIALS = (
+    rb"[^A-Za-z0-9+.\-][A-Za-z][A-Za-z0-9+.\-]{1,20}://[^\s:/@\"'<>]{0,200}:[^\s/@\"'<>]{1,200}"
+    rb"@[A-Za-z0-9.\-\[]"
+)
+
+_V6_START = v.walk_back(frozenset(b"0123456789ABCDEFabcdef:."), 48)
+
+BUILTINS: tuple[Builtin, ...] = (
+    Builtin("pii.email", Level.CONFIDENTIAL, (_EMAIL,), v.email, som=False, locate=v.email_start),
+    Builtin("pii.phone", Level.CONFIDENTIAL, (_PHONE_INTL,), v.phone(8, 15)),
+    Builtin("pii.phone", Level.CONFIDENTIAL, (_PHONE_NANP,), v.nanp_phone),
+    Builtin("pii.phone", Level.CONFIDENTIAL, (_PHONE_TRUNK,), v.phone(9, 12)),
+    Builtin("gov.us_ssn", Level.RESTRICTED, (_SSN,), v.us_ssn),
+    Builtin("gov.uk_nino", Level.RESTRICTED, (_NINO,), v.uk_nino),
+    Builtin("fin.payment_card", Level.RESTRICTED, (_CARD,), v.payment_card),
+    Builtin("fin.iban", Level.CONFIDENTIAL, (_IBAN,), v.iban),
+    Builtin("net.ipv4", Level.INTERNAL, (_IPV4,), v.ipv4_public),
+    Builtin("net.ipv6", Level.INTERNAL, (_IPV6,), v.ipv6_public, som=False, locate=_V6_START),
+    Builtin("net.private_ip", Level.INTERNAL, (_IPV4,), v.ipv4_private),
+    Builtin(
+        "net.private_ip", Level.INTERNAL, (_IPV6,), v.ipv6_private, som=False, locate=_V6_START
+    ),
+    Builtin("secret.aws_access_key", Level.RESTRICTED, (_AWS,), v.aws_access_key),
+    Builtin("secret.private_key", Level.RESTRICTED, (_PEM,), v.pem_private_key),
+    Builtin("secret.jwt", Level.RESTRICTED, (_JWT,), v.jwt),
+    Builtin("secret.github_token", Level.RESTRICTED, (_GITHUB,), v.random_token(3.0)),
+    Builtin("secret.slack_token", Level.RESTRICTED, (_SLACK,), v.random_token(3.0)),
+    Builtin("secret.slack_token", Level.RESTRICTED, (_SLACK_WEBHOOK,), None),
+    Builtin(
+        "secret.assignment",
+        Level.RESTRICTED,
+        (_SECRET_ASSIGNMENT,),
+        v.secret_assignment(3.0),
+        caseless=True,
+        som=False,
+    ),
+    Builtin(
+        "secret.url_credentials",
+        Level.RESTRICTED,
+        (_URL_CREDENTIALS,),
+        v.url_credentials,
+        som=False,
+    ),
+)
+
+BUILTIN_IDS: frozenset[str] = frozenset(b.id for b in BUILTINS)

@@ -1,0 +1,71 @@
+"""The inspect stage: classification, task type, complexity and token estimate of a request."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.config import InspectionConfig
+from gateway.inspect import analysis, normalize
+from gateway.inspect.classification import Classifier, Finding
+from gateway.levels import Level
+from gateway.providers.base import ChatParams
+
+
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    """What the policy may know about a request's content. Never holds content."""
+
+    findings: tuple[Finding, ...]
+    declared: Level | None
+    classification: Level  # effective: max(declared, detected, PUBLIC)
+    task_type: int  # gateway.v1.TaskType value
+    complexity: float  # [0, 1]
+    estimated_input_tokens: int
+
+    @property
+    def detectors(self) -> tuple[str, ...]:
+        return tuple(f.detector for f in self.findings)
+
+
+def effective_level(declared: Level | None, findings: tuple[Finding, ...]) -> Level:
+    """Classification only goes up: the caller can raise it, never declare below a finding."""
+    return max([Level.PUBLIC, declared or Level.PUBLIC, *(f.level for f in findings)])
+
+
+class Inspector:
+    """Built once at start-up (and on config reload): compiles the Hyperscan databases.
+
+    Raises ValueError naming the config field when an operator pattern, dictionary term or
+    detector name in the config is unusable.
+    """
+
+    def __init__(self, config: InspectionConfig) -> None:
+        self._classifier = Classifier(config)
+        self._vocabulary = analysis.Vocabulary.shared()
+
+    @property
+    def detector_levels(self) -> dict[str, Level]:
+        return self._classifier.detector_levels
+
+    def inspect(
+        self, params: ChatParams, *, declared: Level | None = None, task_hint: int = 0
+    ) -> Inspection:
+        """Raises `gateway.errors.InternalError` when a detector fails (fail closed)."""
+        text = normalize.request_text(params)
+        data = normalize.to_bytes(text)
+        findings = self._classifier.scan(data)
+
+        user, system = normalize.instruction_text(params)
+        cues = self._vocabulary.cues(
+            user.encode("utf-8", "replace"), system.encode("utf-8", "replace")
+        )
+        tokens = analysis.estimate_input_tokens(text, len(data) - 2, params)
+        features = analysis.complexity_features(params, cues, (user, system), tokens)
+        return Inspection(
+            findings=findings,
+            declared=declared,
+            classification=effective_level(declared, findings),
+            task_type=analysis.task_type(params, cues, task_hint),
+            complexity=analysis.complexity(features),
+            estimated_input_tokens=tokens,
+        )

@@ -1,0 +1,400 @@
+"""Checks run on candidate matches only. Each takes the scanned buffer and the candidate's
+span (which includes one boundary character on either side where the pattern asks for one)
+and answers yes or no. Matched values never leave these functions: no logging, no exceptions
+that quote them, nothing stored.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Callable
+
+Validator = Callable[[bytes, int, int], bool]
+# For patterns scanned without start-of-match tracking (it costs several microseconds per
+# kilobyte on patterns with a long variable prefix): finds the candidate's start from its end.
+Locator = Callable[[bytes, int], int]
+
+_ALNUM = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+_DIGITS = frozenset(b"0123456789")
+
+
+def _core(data: bytes, start: int, end: int, inner: frozenset[int] = _ALNUM) -> bytes:
+    """The candidate without the boundary characters the pattern consumed around it."""
+    if start < end and data[start] not in inner:
+        start += 1
+    if end > start and data[end - 1] not in inner:
+        end -= 1
+    return data[start:end]
+
+
+def _digits(value: bytes) -> bytes:
+    return bytes(b for b in value if b in _DIGITS)
+
+
+def shannon_entropy(value: bytes) -> float:
+    """Bits per symbol of the value's own character distribution."""
+    if not value:
+        return 0.0
+    total = len(value)
+    return -sum((n / total) * math.log2(n / total) for n in Counter(value).values())
+
+
+# --- financial ---------------------------------------------------------------------------
+
+# Issuer prefixes of the card schemes (Visa, Mastercard incl. 2-series, Amex, Discover, JCB,
+# Diners, UnionPay, Maestro); a Luhn-valid number outside them is more likely an id.
+_CARD_PREFIX = re.compile(
+    rb"4|5[1-5]|2(?:22[1-9]|2[3-9]\d|[3-6]\d\d|7[01]\d|720)|3[47]|6011|64[4-9]|65|35(?:2[89]|[3-8]\d)"
+    rb"|30[0-5]|3[689]|62|5[06-9]|6[0-9]"
+)
+
+
+def luhn_ok(number: bytes) -> bool:
+    total = 0
+    for index, char in enumerate(reversed(number)):
+        digit = char - 48
+        if index % 2:
+            digit *= 2
+            if digit > 9:
+                digit -= 9
+        total += digit
+    return total % 10 == 0
+
+
+def payment_card(data: bytes, start: int, end: int) -> bool:
+    number = _digits(_core(data, start, end))
+    return 13 <= len(number) <= 19 and bool(_CARD_PREFIX.match(number)) and luhn_ok(number)
+
+
+# ISO 13616 registry: country code -> IBAN length.
+IBAN_LENGTHS: dict[str, int] = {
+    "AD": 24, "AE": 23, "AL": 28, "AT": 20, "AZ": 28, "BA": 20, "BE": 16, "BG": 22, "BH": 22,
+    "BI": 27, "BR": 29, "BY": 28, "CH": 21, "CR": 22, "CY": 28, "CZ": 24, "DE": 22, "DJ": 27,
+    "DK": 18, "DO": 28, "EE": 20, "EG": 29, "ES": 24, "FI": 18, "FK": 18, "FO": 18, "FR": 27,
+    "GB": 22, "GE": 22, "GI": 23, "GL": 18, "GR": 27, "GT": 28, "HR": 21, "HU": 28, "IE": 22,
+    "IL": 23, "IQ": 23, "IS": 26, "IT": 27, "JO": 30, "KW": 30, "KZ": 20, "LB": 28, "LC": 32,
+    "LI": 21, "LT": 20, "LU": 20, "LV": 21, "LY": 25, "MC": 27, "MD": 24, "ME": 22, "MK": 19,
+    "MN": 20, "MR": 27, "MT": 31, "MU": 30, "NI": 28, "NL": 18, "NO": 15, "OM": 23, "PK": 24,
+    "PL": 28, "PS": 29, "PT": 25, "QA": 29, "RO": 24, "RS": 22, "RU": 33, "SA": 24, "SC": 31,
+    "SD": 18, "SE": 24, "SI": 19, "SK": 24, "SM": 27, "SO": 23, "ST": 25, "SV": 28, "TL": 23,
+    "TN": 24, "TR": 26, "UA": 29, "VA": 22, "VG": 24, "XK": 20, "YE": 30,
+}  # fmt: skip
+
+
+def iban_mod97(iban: str) -> bool:
+    """ISO 13616 / ISO 7064 MOD 97-10: move the first four characters to the end, letters to
+    numbers (A=10 .. Z=35), and the remainder must be 1."""
+    rearranged = iban[4:] + iban[:4]
+    return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
+
+
+def iban(data: bytes, start: int, end: int) -> bool:
+    value = _core(data, start, end).replace(b" ", b"").decode("ascii").upper()
+    if IBAN_LENGTHS.get(value[:2]) != len(value) or not value.isalnum():
+        return False
+    return iban_mod97(value)
+
+
+# --- government ids ----------------------------------------------------------------------
+
+# Numbers the SSA has publicly invalidated after they appeared in advertising.
+_SSN_PUBLISHED = frozenset({b"078051120", b"219099999"})
+
+
+def us_ssn(data: bytes, start: int, end: int) -> bool:
+    number = _digits(_core(data, start, end))
+    if len(number) != 9 or number in _SSN_PUBLISHED:
+        return False
+    area, group, serial = number[:3], number[3:5], number[5:]
+    return area not in (b"000", b"666") and area[0] != 57 and group != b"00" and serial != b"0000"
+
+
+_NINO_FIRST_BAD = frozenset("DFIQUV")
+_NINO_SECOND_BAD = frozenset("DFIOQUV")
+_NINO_PREFIX_BAD = frozenset({"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"})
+
+
+def uk_nino(data: bytes, start: int, end: int) -> bool:
+    value = _core(data, start, end).replace(b" ", b"").decode("ascii").upper()
+    if len(value) != 9:
+        return False
+    prefix = value[:2]
+    return (
+        prefix[0] not in _NINO_FIRST_BAD
+        and prefix[1] not in _NINO_SECOND_BAD
+        and prefix not in _NINO_PREFIX_BAD
+    )
+
+
+# --- contact -----------------------------------------------------------------------------
+
+# RFC 2606 / RFC 6761 names reserved for documentation and testing: no person is behind them.
+_RESERVED_DOMAINS = ("example.com", "example.net", "example.org")
+_RESERVED_TLDS = ("example", "test", "invalid", "localhost")
+# "icon@2x.png" in code is an asset name, not an address.
+_FILE_SUFFIXES = frozenset({"png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "css", "js"})
+
+
+_EMAIL_LOCAL = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz._%+-")
+
+
+def walk_back(allowed: frozenset[int], limit: int) -> Locator:
+    """Start of the run of `allowed` bytes ending just before `stop`, at most `limit` long."""
+
+    def locate(data: bytes, stop: int) -> int:
+        start, floor = stop, max(0, stop - limit)
+        while start > floor and data[start - 1] in allowed:
+            start -= 1
+        return start
+
+    return locate
+
+
+_local_start = walk_back(_EMAIL_LOCAL, 64)  # RFC 5321: a local part has at most 64 octets
+
+
+def email_start(data: bytes, end: int) -> int:
+    return _local_start(data, data.rindex(b"@", 0, end))
+
+
+def email(data: bytes, start: int, end: int) -> bool:
+    value = data[start : end - 1].decode("ascii")
+    local, _, domain = value.rpartition("@")
+    if not local or local[0] == "." or local[-1] == ".":
+        return False
+    if _in_url_userinfo(data, start):
+        return False
+    domain = domain.lower()
+    tld = domain.rsplit(".", 1)[-1]
+    if tld in _FILE_SUFFIXES or tld in _RESERVED_TLDS:
+        return False
+    return not any(domain == d or domain.endswith("." + d) for d in _RESERVED_DOMAINS)
+
+
+def _in_url_userinfo(data: bytes, start: int) -> bool:
+    """True when the candidate sits after `scheme://user:` in the same token: that is a URL
+    credential, reported by its own detector, not an e-mail address."""
+    window = data[max(0, start - 256) : start]
+    token = window.rsplit(None, 1)[-1] if window.strip() else b""
+    return b"://" in token
+
+
+def phone(min_digits: int, max_digits: int) -> Validator:
+    def check(data: bytes, start: int, end: int) -> bool:
+        number = _digits(_core(data, start, end, _ALNUM | frozenset(b"+()")))
+        return min_digits <= len(number) <= max_digits
+
+    return check
+
+
+def nanp_phone(data: bytes, start: int, end: int) -> bool:
+    number = _digits(_core(data, start, end, _ALNUM | frozenset(b"()")))
+    if len(number) == 11:
+        number = number[1:]
+    # 555-0100..555-0199 are reserved for fiction and documentation.
+    return len(number) == 10 and not (number[3:6] == b"555" and number[6:8] == b"01")
+
+
+# --- network -----------------------------------------------------------------------------
+
+_VERSION_WORDS = (b"version", b"release", b"firmware")
+
+
+def _ipv4_int(value: bytes) -> int | None:
+    parts = value.split(b".")
+    if len(parts) != 4:
+        return None
+    number = 0
+    for part in parts:
+        if not part or len(part) > 3 or (len(part) > 1 and part[0] == 48) or int(part) > 255:
+            return None
+        number = number * 256 + int(part)
+    return number
+
+
+def _net(cidr: str) -> tuple[int, int]:
+    network = ipaddress.IPv4Network(cidr)
+    return int(network.network_address), int(network.netmask)
+
+
+# RFC 1918, CGNAT (RFC 6598), link-local.
+_V4_PRIVATE = tuple(_net(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+                                      "100.64.0.0/10", "169.254.0.0/16"))  # fmt: skip
+# Not an address of any host: this-network, loopback, documentation (RFC 5737), benchmarking,
+# multicast and reserved.
+_V4_IGNORED = tuple(_net(c) for c in ("0.0.0.0/8", "127.0.0.0/8", "192.0.2.0/24",
+                                      "198.51.100.0/24", "203.0.113.0/24", "198.18.0.0/15",
+                                      "224.0.0.0/3"))  # fmt: skip
+
+
+def _v4_kind(number: int) -> str:
+    if any(number & mask == net for net, mask in _V4_IGNORED):
+        return "ignored"
+    if any(number & mask == net for net, mask in _V4_PRIVATE):
+        return "private"
+    return "public"
+
+
+def _after_version_word(data: bytes, start: int) -> bool:
+    before = data[max(0, start - 12) : start + 1].lower()
+    return any(word in before for word in _VERSION_WORDS)
+
+
+def _ipv4_kind_at(data: bytes, start: int, end: int) -> str:
+    number = _ipv4_int(_core(data, start, end, _DIGITS | frozenset(b".")).strip(b"."))
+    if number is None or _after_version_word(data, start):
+        return "invalid"
+    return _v4_kind(number)
+
+
+_V6_DOC = ipaddress.IPv6Network("2001:db8::/32")
+
+
+def _ipv6_kind_at(data: bytes, start: int, end: int) -> str:
+    value = _core(data, start, end, _ALNUM | frozenset(b":."))
+    if value.endswith(b"."):
+        value = value[:-1]
+    if not any(b in _DIGITS for b in value):
+        return "invalid"  # "Face::Bead" in code is a scope operator, not an address
+    try:
+        address = ipaddress.IPv6Address(value.decode("ascii"))
+    except ValueError:
+        return "invalid"
+    if address.ipv4_mapped is not None:
+        return _v4_kind(int(address.ipv4_mapped))
+    if address.is_unspecified or address.is_loopback or address.is_multicast or address in _V6_DOC:
+        return "ignored"
+    if address.is_link_local or address.is_site_local or address in _V6_ULA:
+        return "private"
+    return "public"
+
+
+_V6_ULA = ipaddress.IPv6Network("fc00::/7")
+
+
+def ipv4_public(data: bytes, start: int, end: int) -> bool:
+    return _ipv4_kind_at(data, start, end) == "public"
+
+
+def ipv4_private(data: bytes, start: int, end: int) -> bool:
+    return _ipv4_kind_at(data, start, end) == "private"
+
+
+def ipv6_public(data: bytes, start: int, end: int) -> bool:
+    return _ipv6_kind_at(data, start, end) == "public"
+
+
+def ipv6_private(data: bytes, start: int, end: int) -> bool:
+    return _ipv6_kind_at(data, start, end) == "private"
+
+
+# --- credentials -------------------------------------------------------------------------
+
+_TOKEN_CHARS = _ALNUM | frozenset(b"_-")
+
+
+def aws_access_key(data: bytes, start: int, end: int) -> bool:
+    # AKIAIOSFODNN7EXAMPLE and friends are AWS's documentation keys.
+    return not _core(data, start, end).endswith(b"EXAMPLE")
+
+
+def random_token(min_entropy: float) -> Validator:
+    """Tokens with a fixed prefix: the random part must look random, so that
+    `ghp_xxxxxxxx...` placeholders do not count."""
+
+    def check(data: bytes, start: int, end: int) -> bool:
+        value = _core(data, start, end, _TOKEN_CHARS)
+        body = value.split(b"_", 1)[-1] if value.startswith((b"gh", b"github_pat")) else value
+        return any(b in _DIGITS for b in body) and shannon_entropy(body) >= min_entropy
+
+    return check
+
+
+def jwt(data: bytes, start: int, end: int) -> bool:
+    value = _core(data, start, end, _TOKEN_CHARS | frozenset(b"."))
+    header = value.split(b".", 1)[0]
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(header + b"=" * (-len(header) % 4)))
+    except (ValueError, binascii.Error):
+        return False
+    return isinstance(decoded, dict) and "alg" in decoded
+
+
+_PEM_BODY = re.compile(rb"(?:[ \t\r\n]|\\[rn])*(?:[A-Za-z-]+:[^\r\n\\]*(?:[\r\n]|\\[rn])+)*"
+                       rb"(?:[ \t\r\n]|\\[rn])*[A-Za-z0-9+/=]{40}")  # fmt: skip
+
+
+def pem_private_key(data: bytes, start: int, end: int) -> bool:
+    """The BEGIN line must be followed by key material, not by `...` in documentation. Line
+    breaks may be real or JSON-escaped (a key inside tool-call arguments)."""
+    return _PEM_BODY.match(data, end, end + 1024) is not None
+
+
+_PLACEHOLDER_WORDS = (
+    b"your", b"example", b"placeholder", b"changeme", b"redacted", b"dummy", b"sample",
+    b"xxxx", b"****", b"...", b"getenv", b"environ", b"process.env", b"secret(", b"vault:",
+)  # fmt: skip
+_REFERENCE_START = (b"<", b"$", b"{", b"%", b"[", b"(")
+_CONSTANT_NAME = re.compile(rb"[A-Z][A-Z0-9_]*\Z")
+
+
+def _placeholder(value: bytes) -> bool:
+    lowered = value.lower()
+    return (
+        value.startswith(_REFERENCE_START)
+        or any(word in lowered for word in _PLACEHOLDER_WORDS)
+        or _CONSTANT_NAME.match(value) is not None
+    )
+
+
+def _char_classes(value: bytes) -> int:
+    return (
+        any(97 <= b <= 122 for b in value)
+        + any(65 <= b <= 90 for b in value)
+        + any(b in _DIGITS for b in value)
+        + any(b not in _ALNUM for b in value)
+    )
+
+
+
+
+_VALUE_STOP = frozenset(b" \t\r\n\f\v\"'`,;<>")
+_value_start = walk_back(frozenset(range(256)) - _VALUE_STOP, 1 << 20)
+
+
+def secret_assignment(min_entropy: float) -> Validator:
+    """`start` is unused: the value is the run of non-delimiters before the end boundary."""
+
+    def check(data: bytes, start: int, end: int) -> bool:
+        value = data[_value_start(data, end - 1) : end - 1]
+        return (
+            len(value) >= 8
+            and _char_classes(value) >= 2
+            and not _placeholder(value)
+            and shannon_entropy(value) >= min_entropy
+        )
+
+    return check
+
+
+_URL_PASSWORD_PLACEHOLDERS = frozenset(
+    {b"password", b"pass", b"passwd", b"pwd", b"secret", b"changeme", b"***", b"xxx"}
+)
+
+
+def url_credentials(data: bytes, start: int, end: int) -> bool:
+    """`start` is unused: the userinfo runs from the last `://` to the `@` before the end."""
+    scheme_end = data.rfind(b"://", max(0, end - 420), end)
+    if scheme_end < 0:
+        return False
+    userinfo = data[scheme_end + 3 : end - 2]
+    password = userinfo.split(b":", 1)[-1]
+    if not password or password.lower() in _URL_PASSWORD_PLACEHOLDERS:
+        return False
+    return not (password.startswith(_REFERENCE_START) or set(password) <= set(b"*x"))

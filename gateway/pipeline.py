@@ -1,0 +1,275 @@
+"""One request's path, stage by stage (DESIGN.md, "One request's path"). No gRPC types here:
+stages take and return plain values, so each is testable without a server.
+
+inspect -> snapshot budget -> decide -> enforce -> (rate limit, reserve) -> dispatch -> settle
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import cast
+
+from gateway.config import Config
+from gateway.convert import GatewayRequest
+from gateway.enforce import Dropped, enforce
+from gateway.errors import InternalError, InvalidRequest, NoPolicy, PermissionDenied
+from gateway.inspect import Inspection, Inspector
+from gateway.levels import Level
+from gateway.policy import PolicyEvaluationError, PolicyStore
+from gateway.providers.base import ChatParams, ChatResult, Chunk, Usage
+from gateway.providers.dispatch import Dispatcher
+from gateway.ratelimit import TenantRateLimiter
+from gateway.v1 import gateway_pb2 as pb
+from gateway.v1 import policy_pb2
+
+log = logging.getLogger(__name__)
+
+_LOCATIONS = {"on_prem": policy_pb2.LOCATION_ON_PREM, "cloud": policy_pb2.LOCATION_CLOUD}
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Everything decided before a model is called: what `Route` returns."""
+
+    decision_id: str
+    request: GatewayRequest
+    params: ChatParams  # the request's parameters after the policy's caps
+    inspection: Inspection
+    context: policy_pb2.PolicyRequest
+    budget: policy_pb2.BudgetState
+    decision: policy_pb2.RouteDecision
+    policy_name: str
+    policy_revision: str
+    chain: tuple[str, ...]  # cleared candidates, in order
+    dropped: tuple[Dropped, ...]
+    rerouted_from: str | None
+
+    @property
+    def classification(self) -> Level:
+        return self.inspection.classification
+
+
+class Pipeline:
+    def __init__(
+        self,
+        config: Config,
+        dispatcher: Dispatcher,
+        policies: PolicyStore,
+        limiter: TenantRateLimiter,
+        *,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.config = config
+        self.dispatcher = dispatcher
+        self.policies = policies
+        self.limiter = limiter
+        self.inspector = Inspector(config.inspection)
+        self._clock = clock
+
+    def model_infos(self) -> dict[str, policy_pb2.ModelInfo]:
+        """The catalogue as the policy and `ListModels` see it, with current health."""
+        return {
+            alias: policy_pb2.ModelInfo(
+                alias=alias,
+                provider=model.provider,
+                upstream_model=model.upstream_model,
+                location=_LOCATIONS[model.location],
+                clearance=model.clearance.proto(),
+                healthy=self.dispatcher.healthy(alias),
+            )
+            for alias, model in self.config.models.items()
+        }
+
+    # -- stages --------------------------------------------------------------------------------
+
+    def inspect(self, request: GatewayRequest) -> Inspection:
+        try:
+            return self.inspector.inspect(
+                request.params, declared=request.declared, task_hint=request.task_hint
+            )
+        except Exception as exc:
+            # Fail closed (invariant 3); the exception text may quote content, so log its type.
+            log.error("inspection failed: %s", type(exc).__name__)
+            raise InternalError(
+                "inspection failed; the request was not sent", reason="INSPECTION_FAILED"
+            ) from None
+
+    def context(self, request: GatewayRequest, inspection: Inspection) -> policy_pb2.PolicyRequest:
+        params = request.params
+        return policy_pb2.PolicyRequest(
+            tenant=request.tenant,
+            task_type=cast(policy_pb2.TaskType, inspection.task_type),
+            classification=inspection.classification.proto(),
+            declared_classification=(
+                request.declared.proto()
+                if request.declared
+                else policy_pb2.CLASSIFICATION_UNSPECIFIED
+            ),
+            detectors=[f.detector for f in inspection.findings],
+            complexity=inspection.complexity,
+            estimated_input_tokens=inspection.estimated_input_tokens,
+            max_output_tokens=params.max_tokens or 0,
+            requested_model=request.preferred_model,
+            labels=request.labels,
+            has_tools=bool(params.tools),
+            json_output=params.response_format is not None
+            and params.response_format.type != "text",
+            streaming=request.streaming,
+            message_count=len(params.messages),
+            airgapped=self.config.airgapped,
+        )
+
+    def decide(
+        self,
+        context: policy_pb2.PolicyRequest,
+        budget: policy_pb2.BudgetState,
+        now: datetime,
+    ) -> tuple[policy_pb2.RouteDecision, str, str]:
+        policy = self.policies.current
+        if policy is None:
+            raise NoPolicy("no routing policy is loaded; see the gateway log for why")
+        try:
+            decision = policy.evaluate(context, budget, self.model_infos(), now)
+        except PolicyEvaluationError as exc:
+            log.error("policy %s@%s failed to evaluate: %s", policy.name, policy.revision, exc)
+            raise InternalError(
+                f"policy {policy.name!r} failed to evaluate; the request was not sent",
+                reason="POLICY_EVALUATION_FAILED",
+                policy=policy.name,
+                revision=policy.revision,
+            ) from None
+        if decision.deny:
+            raise PermissionDenied(
+                decision.reason or f"denied by policy {policy.name!r}",
+                reason="POLICY_DENIED",
+                rule=decision.rule,
+                policy=policy.name,
+            )
+        return decision, policy.name, policy.revision
+
+    async def plan(self, request: GatewayRequest) -> Plan:
+        if request.preferred_model and request.preferred_model not in self.config.models:
+            known = ", ".join(sorted(self.config.models))
+            raise InvalidRequest(
+                "preferred_model", f"unknown model {request.preferred_model!r}; known: {known}"
+            )
+        inspection = self.inspect(request)
+        tenant = self.config.tenant_config(request.tenant)
+        ceiling = tenant.max_declared_classification
+        if ceiling is not None and inspection.classification > ceiling:
+            raise PermissionDenied(
+                f"tenant {request.tenant!r} may send at most {Level(ceiling).name} content; "
+                f"this request is {inspection.classification.name}",
+                reason="CLASSIFICATION_CEILING",
+            )
+        now = self._clock()
+        context = self.context(request, inspection)
+        budget = policy_pb2.BudgetState()
+        decision, policy_name, revision = self.decide(context, budget, now)
+        enforced = enforce(
+            [decision.model, *decision.fallbacks],
+            self.config.models,
+            inspection.classification,
+            allowed=tenant.allowed_models,
+            on_violation=self.config.enforcement.on_violation,
+            reroute_order=self.config.enforcement.reroute_order,
+        )
+        params = request.params
+        if decision.max_output_tokens > 0:
+            cap = decision.max_output_tokens
+            params = dataclasses.replace(params, max_tokens=min(params.max_tokens or cap, cap))
+        return Plan(
+            decision_id=uuid.uuid4().hex,
+            request=request,
+            params=params,
+            inspection=inspection,
+            context=context,
+            budget=budget,
+            decision=decision,
+            policy_name=policy_name,
+            policy_revision=revision,
+            chain=enforced.chain,
+            dropped=enforced.dropped,
+            rerouted_from=enforced.rerouted_from,
+        )
+
+    def route_info(
+        self, plan: Plan, model: str, *, attempts: int = 0, cost: float = 0.0
+    ) -> pb.RouteInfo:
+        entry = self.config.models[model]
+        return pb.RouteInfo(
+            model=model,
+            provider=entry.provider,
+            upstream_model=entry.upstream_model,
+            location=_LOCATIONS[entry.location],
+            rule=plan.decision.rule,
+            classification=plan.classification.proto(),
+            cost_usd=cost,
+            policy_name=plan.policy_name,
+            policy_revision=plan.policy_revision,
+            decision_id=plan.decision_id,
+            attempts=attempts,
+            rerouted=plan.rerouted_from is not None,
+        )
+
+    # -- the RPCs ------------------------------------------------------------------------------
+
+    async def route(self, request: GatewayRequest) -> tuple[Plan, pb.RouteInfo]:
+        plan = await self.plan(request)
+        return plan, self.route_info(plan, plan.chain[0])
+
+    def _token_estimate(self, plan: Plan) -> int:
+        return plan.inspection.estimated_input_tokens + (plan.params.max_tokens or 0)
+
+    async def _admit(self, plan: Plan) -> int:
+        """Charge the tenant's rate limits before any upstream call; returns the estimate."""
+        estimate = self._token_estimate(plan)
+        await self.limiter.check(plan.request.tenant, estimate)
+        return estimate
+
+    async def _correct(self, plan: Plan, estimate: int, usage: Usage | None) -> None:
+        if usage is not None:
+            actual = usage.input_tokens + usage.output_tokens
+            await self.limiter.correct(plan.request.tenant, actual - estimate)
+
+    async def chat(
+        self, request: GatewayRequest, deadline: float
+    ) -> tuple[ChatResult, pb.RouteInfo]:
+        plan = await self.plan(request)
+        estimate = await self._admit(plan)
+        answer = await self.dispatcher.chat(plan.chain, plan.params, plan.classification, deadline)
+        await self._correct(plan, estimate, answer.result.usage)
+        return answer.result, self.route_info(plan, answer.model, attempts=len(answer.attempts))
+
+    async def stream(
+        self, request: GatewayRequest, deadline: float
+    ) -> AsyncIterator[tuple[Chunk, pb.RouteInfo | None]]:
+        """Yields each chunk; the one that carries the finish reason also carries the route."""
+        plan = await self.plan(request)
+        estimate = await self._admit(plan)
+        async for piece in self.dispatcher.stream(
+            plan.chain, plan.params, plan.classification, deadline
+        ):
+            final = piece.chunk.finish_reason is not None
+            route = None
+            if final:
+                await self._correct(plan, estimate, piece.chunk.usage)
+                route = self.route_info(plan, piece.model, attempts=len(piece.attempts))
+            yield piece.chunk, route
+
+
+def deadline_from(time_remaining: float | None, default_s: float) -> float:
+    """An absolute monotonic deadline from the caller's remaining time (None: no deadline)."""
+    budget = default_s if time_remaining is None else min(time_remaining, default_s)
+    return time.monotonic() + budget

@@ -1,0 +1,356 @@
+"""The adapter for any OpenAI-compatible Chat Completions endpoint (OpenAI, DeepSeek, vLLM,
+Anthropic's compatibility layer, Ollama's /v1), on the official `openai` SDK.
+
+The SDK's own retries are off: retrying and falling back to another model is the dispatcher's
+job, and a hidden retry would spend the caller's deadline twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import httpx2
+import openai
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai.types.completion_usage import CompletionUsage
+
+from gateway.config import ModelConfig
+from gateway.providers.base import (
+    ChatMessage,
+    ChatParams,
+    ChatResult,
+    Chunk,
+    FinishReason,
+    ToolCall,
+    UpstreamError,
+    UpstreamErrorKind,
+    Usage,
+)
+
+# `params` keys this adapter interprets itself; every other key goes to the upstream as part of
+# the request body (for example `reasoning_effort`, `seed`, `service_tier`).
+MAX_TOKENS_PARAM = "max_tokens_param"
+_MAX_TOKENS_FIELDS = ("max_tokens", "max_completion_tokens")
+
+_FINISH: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "function_call": "tool_calls",
+    "content_filter": "content_filter",
+}
+
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+_MAX_MESSAGE = 500
+
+
+def kind_for_status(status: int) -> UpstreamErrorKind:
+    if status == 429:
+        return "rate_limited"
+    if status >= 500:
+        return "server"
+    if status in (401, 403):
+        return "auth"
+    if status == 404:
+        return "not_found"
+    if status == 408:
+        return "timeout"
+    return "bad_request"
+
+
+class OpenAIProvider:
+    """One model behind an OpenAI-compatible endpoint."""
+
+    def __init__(self, model: ModelConfig, api_key: str) -> None:
+        params = dict(model.params)
+        max_tokens_field = params.pop(MAX_TOKENS_PARAM, "max_tokens")
+        if max_tokens_field not in _MAX_TOKENS_FIELDS:
+            raise ValueError(
+                f"params.{MAX_TOKENS_PARAM} must be one of {', '.join(_MAX_TOKENS_FIELDS)}, "
+                f"not {max_tokens_field!r}"
+            )
+        self._model = model
+        self._api_key = api_key
+        self._max_tokens_field: str = max_tokens_field
+        self._extra_body = params
+        self._client = openai.AsyncOpenAI(base_url=model.base_url, api_key=api_key, max_retries=0)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    # The Provider protocol fixes the `timeout` parameter; it bounds the call below.
+    async def chat(self, params: ChatParams, *, timeout: float) -> ChatResult:
+        try:
+            async with asyncio.timeout(timeout):
+                response: ChatCompletion = await self._client.chat.completions.create(
+                    **self._request(params), stream=False, timeout=timeout
+                )
+        except TimeoutError:
+            raise self._timeout(timeout) from None
+        except openai.OpenAIError as exc:
+            raise self._error(exc, streaming=False) from None
+        try:
+            return _result(response)
+        except (AttributeError, IndexError, TypeError, ValueError) as exc:
+            raise UpstreamError(
+                "protocol", f"unreadable chat.completion from the upstream: {type(exc).__name__}"
+            ) from None
+
+    async def stream(
+        self,
+        params: ChatParams,
+        *,
+        timeout: float,
+    ) -> AsyncGenerator[Chunk, None]:
+        # One absolute deadline for the whole stream, applied to each wait on the upstream:
+        # an `asyncio.timeout` spanning the `yield`s would fire inside the consumer's code.
+        deadline = asyncio.get_running_loop().time() + timeout
+        try:
+            async with asyncio.timeout_at(deadline):
+                events = await self._client.chat.completions.create(
+                    **self._request(params),
+                    stream=True,
+                    stream_options={"include_usage": True},
+                    timeout=timeout,
+                )
+        except TimeoutError:
+            raise self._timeout(timeout) from None
+        except openai.OpenAIError as exc:
+            raise self._error(exc, streaming=False) from None
+        assembler = _StreamAssembler()
+        try:
+            iterator = events.__aiter__()
+            while True:
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        event = await anext(iterator)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    raise self._timeout(timeout) from None
+                except openai.OpenAIError as exc:
+                    raise self._error(exc, streaming=True) from None
+                except (httpx2.HTTPError, ValueError) as exc:
+                    raise UpstreamError(
+                        "protocol", f"the stream broke off: {type(exc).__name__}"
+                    ) from None
+                chunk = assembler.feed(event)
+                if chunk is not None:
+                    yield chunk
+            yield assembler.finish()
+        finally:
+            # Closes the HTTP response, so an abandoned or cancelled stream stops the upstream.
+            await events.close()
+
+    def _request(self, params: ChatParams) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "model": self._model.upstream_model,
+            "messages": [_message(m) for m in params.messages],
+        }
+        if params.tools:
+            request["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": tool.name,
+                        "description": tool.description,
+                        "parameters": tool.parameters or {"type": "object", "properties": {}},
+                    },
+                }
+                for tool in params.tools
+            ]
+        if params.tool_choice:
+            choice = params.tool_choice
+            request["tool_choice"] = (
+                choice
+                if choice in ("auto", "none", "required")
+                else {"type": "function", "function": {"name": choice}}
+            )
+        fmt = params.response_format
+        if fmt is not None:
+            if fmt.type == "json_schema":
+                request["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": fmt.schema_name or "response",
+                        "schema": fmt.schema or {},
+                        "strict": fmt.strict,
+                    },
+                }
+            else:
+                request["response_format"] = {"type": fmt.type}
+        if params.temperature is not None:
+            request["temperature"] = params.temperature
+        if params.top_p is not None:
+            request["top_p"] = params.top_p
+        if params.max_tokens is not None:
+            request[self._max_tokens_field] = params.max_tokens
+        if params.stop:
+            request["stop"] = list(params.stop)
+        if self._extra_body:
+            request["extra_body"] = self._extra_body
+        return request
+
+    def _timeout(self, timeout: float) -> UpstreamError:
+        return UpstreamError("timeout", f"no complete answer within {timeout:g} s")
+
+    def _error(self, exc: openai.OpenAIError, *, streaming: bool) -> UpstreamError:
+        if isinstance(exc, openai.APITimeoutError):
+            return UpstreamError("timeout", "the upstream did not answer in time")
+        if isinstance(exc, openai.APIConnectionError):
+            if streaming:
+                return UpstreamError("protocol", "the connection broke during the stream")
+            return UpstreamError("connect", f"cannot reach the upstream: {_cause(exc)}")
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            message = self._safe(_upstream_message(exc.body, exc.response.text))
+            if status == 429:
+                retry_after = exc.response.headers.get("retry-after")
+                if retry_after:
+                    message = f"{message} (retry after {self._safe(retry_after)} s)"
+            return UpstreamError(
+                kind_for_status(status), f"HTTP {status}: {message}", status=status
+            )
+        if isinstance(exc, openai.APIError):
+            # An `error` event inside an SSE stream: the SDK raises a bare APIError.
+            return UpstreamError("protocol", f"error in the stream: {self._safe(exc.message)}")
+        return UpstreamError("protocol", f"unreadable answer: {type(exc).__name__}")
+
+    def _safe(self, text: str) -> str:
+        """Text from the upstream may echo our key or a URL with credentials: never pass it on."""
+        if self._api_key:
+            text = text.replace(self._api_key, "***")
+        text = _URL_CREDENTIALS.sub("***@", text)
+        return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "..."
+
+
+def _cause(exc: BaseException) -> str:
+    # The transport error's class says refused vs reset without leaking the address.
+    cause = exc.__cause__ or exc.__context__
+    return type(cause).__name__ if cause is not None else type(exc).__name__
+
+
+def _upstream_message(body: object, text: str) -> str:
+    if isinstance(body, dict):
+        message = body.get("message")
+        if isinstance(message, str) and message:
+            return message
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+        if isinstance(error, str) and error:
+            return error
+    return text.strip() or "no message"
+
+
+def _message(message: ChatMessage) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": message.role}
+    if message.role == "tool":
+        out["tool_call_id"] = message.tool_call_id
+        out["content"] = message.content
+        return out
+    if message.role == "assistant" and message.tool_calls:
+        # OpenAI wants null, not "", beside tool calls.
+        out["content"] = message.content or None
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in message.tool_calls
+        ]
+    else:
+        out["content"] = message.content
+    if message.name:
+        out["name"] = message.name
+    return out
+
+
+def _finish(reason: str | None) -> FinishReason:
+    # Compatible servers sometimes omit or invent reasons; an answer that ended is a stop.
+    return _FINISH.get(reason or "stop", "stop")
+
+
+def _usage(usage: CompletionUsage | None) -> Usage | None:
+    if usage is None:
+        return None
+    cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else None
+    reasoning = (
+        usage.completion_tokens_details.reasoning_tokens
+        if usage.completion_tokens_details
+        else None
+    )
+    return Usage(
+        input_tokens=usage.prompt_tokens or 0,
+        output_tokens=usage.completion_tokens or 0,
+        cached_input_tokens=cached or 0,
+        reasoning_tokens=reasoning or 0,
+    )
+
+
+def _result(response: ChatCompletion) -> ChatResult:
+    choice = response.choices[0]
+    calls = tuple(
+        ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
+        for c in choice.message.tool_calls or ()
+        if c.type == "function"
+    )
+    return ChatResult(
+        content=choice.message.content or "",
+        tool_calls=calls,
+        finish_reason=_finish(choice.finish_reason),
+        usage=_usage(response.usage) or Usage(),
+        response_model=response.model or "",
+    )
+
+
+class _StreamAssembler:
+    """Turns chat.completion.chunk events into Chunks: content passes through at once, tool
+    calls are collected from their deltas and emitted whole with the final chunk."""
+
+    def __init__(self) -> None:
+        self._calls: dict[int, dict[str, str]] = {}
+        self._finish: FinishReason | None = None
+        self._usage: Usage | None = None
+        self._model = ""
+
+    def feed(self, event: ChatCompletionChunk) -> Chunk | None:
+        if event.model:
+            self._model = event.model
+        if event.usage is not None:
+            self._usage = _usage(event.usage)
+        if not event.choices:
+            return None
+        choice = event.choices[0]
+        for delta in choice.delta.tool_calls or ():
+            call = self._calls.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
+            if delta.id:
+                call["id"] = delta.id
+            if delta.function is not None:
+                if delta.function.name:
+                    call["name"] += delta.function.name
+                if delta.function.arguments:
+                    call["arguments"] += delta.function.arguments
+        if choice.finish_reason is not None:
+            self._finish = _finish(choice.finish_reason)
+        if choice.delta.content:
+            return Chunk(content_delta=choice.delta.content, response_model=self._model)
+        return None
+
+    def finish(self) -> Chunk:
+        if self._finish is None:
+            raise UpstreamError("protocol", "the stream ended without a finish reason")
+        calls = []
+        for index in sorted(self._calls):
+            call = self._calls[index]
+            if not call["name"]:
+                raise UpstreamError("protocol", "a streamed tool call had no function name")
+            # Arguments pass on as the model wrote them, as in a unary answer.
+            arguments = call["arguments"] or "{}"
+            calls.append(ToolCall(id=call["id"], name=call["name"], arguments=arguments))
+        return Chunk(
+            tool_calls=tuple(calls),
+            finish_reason=self._finish,
+            usage=self._usage,
+            response_model=self._model,
+        )

@@ -1,0 +1,170 @@
+"""Assembles and runs the grpc.aio server: the gateway service, health, reflection, TLS,
+policy hot reload and signals.
+
+Health is NOT_SERVING until the configuration is loaded and a valid policy serves; on SIGTERM
+it flips to NOT_SERVING, the server stops accepting new calls, in-flight calls get the grace
+period to finish, and the process exits 0. SIGHUP re-reads the configuration's access settings
+(API keys, rate limits) so a revoked key stops working without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from gateway.auth import Authenticator, server_credentials
+from gateway.config import Config, ConfigError, load_config
+from gateway.pipeline import Pipeline
+from gateway.policy import CompiledPolicy, PolicyError, PolicyStore
+from gateway.providers.dispatch import Dispatcher
+from gateway.ratelimit import TenantRateLimiter, open_rate_limiter
+from gateway.service import GatewayService
+from gateway.v1 import gateway_pb2, gateway_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+@dataclass
+class Gateway:
+    """A bound, started server. `port` is the bound port (useful with port 0)."""
+
+    config: Config
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    pipeline: Pipeline
+    authenticator: Authenticator
+    limiter: TenantRateLimiter
+    port: int
+    _stop_watch: asyncio.Event = field(default_factory=asyncio.Event)
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def address(self) -> str:
+        host = self.config.server.listen.rpartition(":")[0]
+        return f"{host}:{self.port}"
+
+    async def set_serving(self, serving: bool) -> None:
+        status = SERVING if serving else NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    def reload_access(self, config: Config) -> None:
+        """Apply a re-read configuration's keys and rate limits (other settings need a
+        restart)."""
+        self.authenticator.reload(config)
+        self.limiter.reload(config)
+        log.info("access settings reloaded")
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: refuse new calls, let in-flight ones finish within the grace period."""
+        await self.health.enter_graceful_shutdown()
+        self._stop_watch.set()
+        await self.server.stop(self.config.server.grace_period_s if grace is None else grace)
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.pipeline.dispatcher.aclose()
+        await self.limiter.aclose()
+
+
+def _load_policy(store: PolicyStore) -> None:
+    try:
+        store.load()
+    except PolicyError as exc:
+        # Keep running: the watcher may bring a valid policy; until then health says why not.
+        log.error("no valid routing policy, health stays NOT_SERVING:\n%s", exc)
+
+
+async def start(config: Config) -> Gateway:
+    options = [
+        ("grpc.max_receive_message_length", config.server.max_message_bytes),
+        ("grpc.max_send_message_length", config.server.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.aio.server(options=options)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, NOT_SERVING)
+
+    policies = PolicyStore(config.resolve(config.policy.dir))
+    _load_policy(policies)
+    limiter = open_rate_limiter(config)
+    pipeline = Pipeline(config, Dispatcher(config), policies, limiter)
+    authenticator = Authenticator.from_config(config)
+    service = GatewayService(pipeline, authenticator)
+    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(service, server)
+
+    credentials = server_credentials(config)
+    if credentials is None:
+        port = server.add_insecure_port(config.server.listen)
+    else:
+        port = server.add_secure_port(config.server.listen, credentials)
+    if port == 0:
+        raise OSError(f"cannot listen on {config.server.listen}")
+    await server.start()
+    gateway = Gateway(config, server, health_servicer, pipeline, authenticator, limiter, port)
+
+    loop = asyncio.get_running_loop()
+
+    def on_policy_change(policy: CompiledPolicy | None, error: str | None) -> None:
+        # Called from the reload thread; health is updated on the loop.
+        asyncio.run_coroutine_threadsafe(gateway.set_serving(policy is not None), loop)
+
+    policies.on_change = on_policy_change
+    if config.policy.watch:
+        gateway._tasks.append(asyncio.create_task(policies.watch(gateway._stop_watch)))
+    await gateway.set_serving(policies.current is not None)
+    log.info("celgate listening on %s", gateway.address)
+    return gateway
+
+
+@asynccontextmanager
+async def running(config: Config) -> AsyncIterator[Gateway]:
+    """Start a gateway for the duration of a block (tests, benchmarks)."""
+    gateway = await start(config)
+    try:
+        yield gateway
+    finally:
+        await gateway.stop(grace=0)
+
+
+async def serve(config: Config, config_path: Path | None = None) -> None:
+    """Run until SIGTERM or SIGINT, then drain and return. SIGHUP reloads access settings."""
+    gateway = await start(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    def reload() -> None:
+        if config_path is None:
+            return
+        try:
+            gateway.reload_access(load_config(config_path))
+        except ConfigError as exc:
+            log.error("configuration reload failed, keeping the previous settings:\n%s", exc)
+
+    loop.add_signal_handler(signal.SIGHUP, reload)
+    await stop.wait()
+    log.info("draining for up to %.1fs", config.server.grace_period_s)
+    await gateway.stop()
+    log.info("stopped")

@@ -1,0 +1,331 @@
+"""API keys and mutual TLS over real TLS on loopback, with certificates made by the test.
+
+The server is a small grpc.aio server whose handler calls the real `Authenticator`, with the
+real `server_credentials`; the TLS stack, the metadata and the peer's auth context are gRPC's.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from gateway.auth import (
+    API_KEY_FAILURE,
+    MTLS_FAILURE,
+    Authenticator,
+    hash_key,
+    server_credentials,
+)
+from gateway.config import Config, parse_config
+from gateway.errors import Unauthenticated
+
+pytestmark = pytest.mark.integration
+
+METHOD = "/celgate.test.Who/Am"
+MODELS = {
+    "m": {
+        "provider": "ollama",
+        "upstream_model": "x",
+        "base_url": "http://127.0.0.1:11434",
+        "location": "on_prem",
+        "clearance": "RESTRICTED",
+    }
+}
+
+# --- certificates -----------------------------------------------------------------------------
+
+
+@dataclass
+class Issued:
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+
+    @property
+    def cert_pem(self) -> bytes:
+        return self.cert.public_bytes(serialization.Encoding.PEM)
+
+    @property
+    def key_pem(self) -> bytes:
+        return self.key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+
+
+def issue(
+    common_name: str,
+    issuer: Issued | None = None,
+    *,
+    sans: list[x509.GeneralName] | None = None,
+    server: bool = False,
+) -> Issued:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.cert.subject if issuer else subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
+    if issuer is not None:
+        usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    signer = issuer.key if issuer else key
+    return Issued(builder.sign(signer, hashes.SHA256()), key)
+
+
+@dataclass
+class PKI:
+    ca: Issued
+    server: Issued
+    known: Issued  # signed by the CA, mapped by its SPIFFE URI SAN
+    known_cn: Issued  # signed by the CA, mapped by its common name
+    unmapped: Issued  # signed by the CA, but no tenant mapping
+    foreign: Issued  # signed by another CA
+    dir: Path
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    ca = issue("celgate test CA")
+    other_ca = issue("someone else's CA")
+    server = issue(
+        "celgate",
+        ca,
+        server=True,
+        sans=[x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost")],
+    )
+    spiffe = x509.UniformResourceIdentifier("spiffe://cluster/ns/a/sa/app")
+    pki = PKI(
+        ca=ca,
+        server=server,
+        known=issue("app", ca, sans=[spiffe]),
+        known_cn=issue("billing-svc", ca),
+        unmapped=issue("intruder", ca, sans=[x509.DNSName("intruder.local")]),
+        foreign=issue("billing-svc", other_ca),
+        dir=tmp_path_factory.mktemp("pki"),
+    )
+    (pki.dir / "ca.crt").write_bytes(ca.cert_pem)
+    (pki.dir / "tls.crt").write_bytes(server.cert_pem)
+    (pki.dir / "tls.key").write_bytes(server.key_pem)
+    return pki
+
+
+# --- a server that authenticates with the real code -------------------------------------------
+
+
+def make_config(pki: PKI, auth: dict[str, Any], *, client_ca: bool = False) -> Config:
+    tls: dict[str, Any] = {"cert_file": "tls.crt", "key_file": "tls.key"}
+    if client_ca:
+        tls["client_ca_file"] = "ca.crt"
+    data = {
+        "server": {"listen": "0.0.0.0:50051", "tls": tls},
+        "auth": auth,
+        "models": MODELS,
+        "default_model": "m",
+    }
+    return parse_config(data, source="test.yaml", base_dir=pki.dir)
+
+
+@dataclass
+class Running:
+    port: int
+    authenticator: Authenticator
+    calls: list[str]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[[Config], Any]]:
+    servers: list[grpc.aio.Server] = []
+
+    async def start(config: Config) -> Running:
+        authenticator = Authenticator.from_config(config)
+        calls: list[str] = []
+
+        async def who(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            try:
+                tenant = authenticator.authenticate(
+                    context.invocation_metadata() or (), context.auth_context()
+                )
+            except Unauthenticated as exc:
+                calls.append("refused")
+                await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
+            calls.append(tenant)
+            return tenant.encode()
+
+        handler = grpc.method_handlers_generic_handler(
+            "celgate.test.Who", {"Am": grpc.unary_unary_rpc_method_handler(who)}
+        )
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((handler,))
+        credentials = server_credentials(config)
+        assert credentials is not None
+        port = server.add_secure_port("127.0.0.1:0", credentials)
+        await server.start()
+        servers.append(server)
+        return Running(port, authenticator, calls)
+
+    yield start
+    for server in servers:
+        await server.stop(None)
+
+
+async def call(
+    pki: PKI,
+    port: int,
+    *,
+    key: str | None = None,
+    client: Issued | None = None,
+    ca: bytes | None = None,
+) -> str:
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=ca or pki.ca.cert_pem,
+        private_key=client.key_pem if client else None,
+        certificate_chain=client.cert_pem if client else None,
+    )
+    metadata = (("authorization", f"Bearer {key}"),) if key is not None else None
+    async with grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
+        method = channel.unary_unary(METHOD)
+        reply = await method(b"", metadata=metadata, timeout=10)
+    assert isinstance(reply, bytes)
+    return reply.decode()
+
+
+async def status_of(pki: PKI, port: int, **kwargs: Any) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call(pki, port, **kwargs)
+    return caught.value.code(), caught.value.details() or ""
+
+
+# --- API keys ---------------------------------------------------------------------------------
+
+KEY_A = "cg_" + "A" * 43
+KEY_B = "cg_" + "B" * 43
+
+
+def keys_auth(pki: PKI, *keys: tuple[str, str]) -> dict[str, Any]:
+    lines = [f"{tenant} {hash_key(k)}" for tenant, k in keys]
+    (pki.dir / "api-keys").write_text("\n".join(lines) + "\n")
+    return {"mode": "api_key", "api_keys_file": "api-keys"}
+
+
+async def test_api_keys_over_tls(pki: PKI, serve: Any) -> None:
+    config = make_config(pki, keys_auth(pki, ("team-a", KEY_A), ("team-b", KEY_B)))
+    server = await serve(config)
+
+    assert await call(pki, server.port, key=KEY_A) == "team-a"
+    assert await call(pki, server.port, key=KEY_B) == "team-b"
+
+    wrong = await status_of(pki, server.port, key="cg_" + "Z" * 43)
+    missing = await status_of(pki, server.port)
+    empty = await status_of(pki, server.port, key="")
+    assert wrong == missing == empty == (grpc.StatusCode.UNAUTHENTICATED, API_KEY_FAILURE)
+    assert "cg_" not in API_KEY_FAILURE
+
+
+async def test_revoked_key_stops_working_after_reload(pki: PKI, serve: Any) -> None:
+    server = await serve(make_config(pki, keys_auth(pki, ("team-a", KEY_A), ("team-b", KEY_B))))
+    assert await call(pki, server.port, key=KEY_A) == "team-a"
+
+    # The Secret is updated without team-a's key; the gateway reloads its config.
+    server.authenticator.reload(make_config(pki, keys_auth(pki, ("team-b", KEY_B))))
+    assert await status_of(pki, server.port, key=KEY_A) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        API_KEY_FAILURE,
+    )
+    assert await call(pki, server.port, key=KEY_B) == "team-b"
+
+
+async def test_client_that_does_not_trust_the_server_never_sends_its_key(
+    pki: PKI, serve: Any
+) -> None:
+    server = await serve(make_config(pki, keys_auth(pki, ("team-a", KEY_A))))
+    code, _ = await status_of(pki, server.port, key=KEY_A, ca=issue("rogue CA").cert_pem)
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert server.calls == []
+
+
+# --- mutual TLS -------------------------------------------------------------------------------
+
+
+def mtls_auth() -> dict[str, Any]:
+    return {
+        "mode": "mtls",
+        "client_tenants": {"spiffe://cluster/ns/a/sa/app": "team-a", "billing-svc": "billing"},
+    }
+
+
+async def test_mtls_known_certificates_map_to_tenants(pki: PKI, serve: Any) -> None:
+    server = await serve(make_config(pki, mtls_auth(), client_ca=True))
+    assert await call(pki, server.port, client=pki.known) == "team-a"
+    assert await call(pki, server.port, client=pki.known_cn) == "billing"
+
+
+async def test_mtls_unmapped_certificate_is_unauthenticated(pki: PKI, serve: Any) -> None:
+    server = await serve(make_config(pki, mtls_auth(), client_ca=True))
+    assert await status_of(pki, server.port, client=pki.unmapped, key=KEY_A) == (
+        grpc.StatusCode.UNAUTHENTICATED,
+        MTLS_FAILURE,
+    )
+    assert server.calls == ["refused"]
+
+
+async def test_mtls_no_certificate_or_foreign_ca_fails_the_handshake(pki: PKI, serve: Any) -> None:
+    # The TLS stack refuses these before any handler runs: the RPC never reaches celgate.
+    server = await serve(make_config(pki, mtls_auth(), client_ca=True))
+    for client in (None, pki.foreign):
+        code, _ = await status_of(pki, server.port, client=client)
+        assert code == grpc.StatusCode.UNAVAILABLE
+    assert server.calls == []
+
+
+async def test_renewed_server_certificate_is_served_without_restart(pki: PKI, serve: Any) -> None:
+    # cert-manager renews the Secret in place: new connections get the new certificate.
+    renewal_dir = pki.dir / "renewal"
+    renewal_dir.mkdir()
+    for name in ("tls.crt", "tls.key", "ca.crt"):
+        (renewal_dir / name).write_bytes((pki.dir / name).read_bytes())
+    data = {
+        "server": {
+            "listen": "127.0.0.1:1",
+            "tls": {"cert_file": "tls.crt", "key_file": "tls.key", "client_ca_file": "ca.crt"},
+        },
+        "auth": mtls_auth(),
+        "models": MODELS,
+        "default_model": "m",
+    }
+    server = await serve(parse_config(data, source="t.yaml", base_dir=renewal_dir))
+    assert await call(pki, server.port, client=pki.known) == "team-a"
+
+    new_ca = issue("renewed CA")
+    new_server = issue(
+        "celgate", new_ca, server=True, sans=[x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    )
+    (renewal_dir / "tls.crt").write_bytes(new_server.cert_pem)
+    (renewal_dir / "tls.key").write_bytes(new_server.key_pem)
+    stamp = (renewal_dir / "tls.crt").stat().st_mtime_ns + 10_000_000
+    os.utime(renewal_dir / "tls.crt", ns=(stamp, stamp))
+
+    code, _ = await status_of(pki, server.port, client=pki.known)  # trusts the old CA only
+    assert code == grpc.StatusCode.UNAVAILABLE
+    assert await call(pki, server.port, client=pki.known, ca=new_ca.cert_pem) == "team-a"

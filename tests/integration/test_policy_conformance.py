@@ -1,0 +1,30 @@
+"""cel-go's conformance sample through the same runner as `celgate policy test`."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+
+from gateway.policy.testing import discover, run_suite, run_test
+
+SAMPLE = Path("/work/shared/conformance/cel-policy")
+pytestmark = pytest.mark.skipif(not SAMPLE.is_dir(), reason="conformance sample not present")
+
+
+@pytest.mark.parametrize(
+    "folder", discover(SAMPLE) if SAMPLE.is_dir() else [], ids=lambda p: p.name
+)
+def test_suite_passes(folder: Path) -> None:
+    suite = run_suite(folder)
+    assert suite.error is None, suite.error
+    assert suite.results, "suite has no tests"
+    failed = [f"{r.section}/{r.name}: {r.detail}" for r in suite.results if not r.passed]
+    assert not failed, failed
+
+
+def test_runner_exit_code_over_the_sample() -> None:
+    out = io.StringIO()
+    assert run_test(SAMPLE, out) == 0, out.getvalue()
+    assert "0 failed" in out.getvalue()

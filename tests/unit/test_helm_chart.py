@@ -1,0 +1,546 @@
+"""The Helm chart, rendered by the real Helm v4 SDK and checked against Kubernetes schemas.
+
+Each profile is rendered, strictly linted, validated manifest by manifest with
+kubernetes-validate, and its celgate.yaml is loaded by the gateway's own config validation, so
+the chart and the gateway cannot drift apart. Bad values must fail with a message that says what
+to change.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import re
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import kubernetes_validate
+import pytest
+import yaml
+
+from gateway.config import Config, parse_config
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "helm" / "celgate"
+KUBE_VERSION = "1.33"
+RELEASE = "gw"
+NAMESPACE = "llm"
+MIRROR = "registry.airgap.internal:5000"
+DIGEST = "sha256:" + "ab" * 32
+
+# Values that look like credentials; none may appear in any rendered manifest.
+SENTINEL_KEY = "sk-proj-SENTINEL0123456789abcdefSENTINEL"
+SENTINEL_PASSWORD = "hunter2-SENTINEL-pw"
+
+
+def _airgapped_values() -> dict[str, Any]:
+    values = yaml.safe_load((CHART / "values-airgapped.yaml").read_text(encoding="utf-8"))
+    values["global"]["imageRegistry"] = MIRROR
+    values["global"]["imagePullSecrets"] = ["mirror-pull"]
+    values["image"]["digest"] = DIGEST
+    values["telemetry"] = {"otlp": {"endpoint": "http://otel-collector.observability.svc:4317"}}
+    values["networkPolicy"]["egress"]["otelCollector"] = {
+        "namespaceSelector": {"kubernetes.io/metadata.name": "observability"},
+        "podSelector": {"app.kubernetes.io/name": "otel-collector"},
+    }
+    return values
+
+
+CLOUD_MODELS = {
+    "gpt-5.5": {
+        "provider": "openai",
+        "upstream_model": "gpt-5.5",
+        "base_url": "https://api.openai.com/v1",
+        "api_key_env": "OPENAI_API_KEY",
+        "location": "cloud",
+        "clearance": "INTERNAL",
+    },
+    "claude-opus": {
+        "provider": "openai",
+        "upstream_model": "claude-opus-4-7",
+        "base_url": "https://api.anthropic.com/v1",
+        "api_key_env": "ANTHROPIC_API_KEY",
+        "location": "cloud",
+        "clearance": "INTERNAL",
+    },
+}
+
+PROFILES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "airgapped": _airgapped_values(),
+    "cloud": {
+        "config": {"models": CLOUD_MODELS},
+        "providerKeys": {
+            "existingSecret": "llm-provider-keys",
+            "keys": {"ANTHROPIC_API_KEY": "anthropic"},
+        },
+        "networkPolicy": {"egress": {"cloud": {"cidrs": ["203.0.113.0/24", "198.51.100.0/24"]}}},
+    },
+    "redis-replicas": {
+        "replicaCount": 3,
+        "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 12},
+        "ledger": {"backend": "redis", "redis": {"url": "redis://redis-master.redis.svc:6379/0"}},
+        "networkPolicy": {
+            "egress": {
+                "redis": {
+                    "namespaceSelector": {"kubernetes.io/metadata.name": "redis"},
+                    "podSelector": {"app.kubernetes.io/name": "redis"},
+                }
+            },
+            "ingress": {"namespaceSelector": {"celgate.io/client": "true"}},
+        },
+        # As `--set-file 'policies.files.policy\\.yaml=policies/routing/policy.yaml'` gives them.
+        "policies": {
+            "files": {
+                name: (ROOT / "policies" / "routing" / name).read_text(encoding="utf-8")
+                for name in ("policy.yaml", "tests.yaml")
+            }
+        },
+    },
+    "mtls": {
+        "auth": {"mode": "mtls", "clientTenants": {"spiffe://corp/ns/billing/sa/api": "billing"}},
+        "tls": {"existingSecret": "celgate-tls"},
+        "ollama": {"enabled": False},
+        "config": {
+            "models": {
+                "llama-local": {"base_url": "http://vllm.models.svc:8000/v1", "provider": "openai"}
+            }
+        },
+        "networkPolicy": {"egress": {"ollama": {"enabled": True, "podSelector": {"app": "vllm"}}}},
+    },
+}
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+@functools.cache
+def _chart() -> helm_python.Chart:
+    return helm_python.Chart.load(CHART)
+
+
+def render(values: dict[str, Any]) -> dict[str, str]:
+    return _chart().render(values, name=RELEASE, namespace=NAMESPACE)
+
+
+@functools.cache
+def _rendered_profile(profile: str) -> dict[str, str]:
+    return render(PROFILES[profile])
+
+
+def documents(manifests: dict[str, str]) -> list[dict[str, Any]]:
+    docs = []
+    for path, text in manifests.items():
+        if path.endswith("NOTES.txt"):
+            continue
+        docs.extend(doc for doc in yaml.safe_load_all(text) if doc)
+    return docs
+
+
+def profile_docs(profile: str) -> list[dict[str, Any]]:
+    return documents(_rendered_profile(profile))
+
+
+def by_kind(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [doc for doc in docs if doc["kind"] == kind]
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    found = [d for d in by_kind(docs, kind) if d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, found {len(found)}"
+    return found[0]
+
+
+def pod_specs(docs: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    specs = [
+        (d["metadata"]["name"], d["spec"]["template"]["spec"]) for d in by_kind(docs, "Deployment")
+    ]
+    specs += [(d["metadata"]["name"], d["spec"]) for d in by_kind(docs, "Pod")]
+    return specs
+
+
+def gateway(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return one(docs, "Deployment", f"{RELEASE}-celgate")
+
+
+def gateway_container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    containers = gateway(docs)["spec"]["template"]["spec"]["containers"]
+    return next(c for c in containers if c["name"] == "gateway")
+
+
+def celgate_yaml(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    config_map = one(docs, "ConfigMap", f"{RELEASE}-celgate-config")
+    data: dict[str, Any] = yaml.safe_load(config_map["data"]["celgate.yaml"])
+    return data
+
+
+def render_error(values: dict[str, Any]) -> str:
+    with pytest.raises((helm_python.HelmRenderError, helm_python.HelmValuesError)) as info:
+        render(values)
+    return " ".join(str(info.value).split())
+
+
+# --- every profile ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_lints_strictly(profile: str) -> None:
+    result = helm_python.lint(CHART, PROFILES[profile], strict=True, namespace=NAMESPACE)
+    assert result["errors"] == []
+    # Severity 1 is INFO (the chart has no icon); warnings and errors are not allowed.
+    assert [m for m in result["messages"] if m["severity"] > 1] == []
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_every_manifest_validates_against_kubernetes(profile: str) -> None:
+    docs = profile_docs(profile)
+    assert {"Deployment", "Service", "ConfigMap", "NetworkPolicy"} <= {d["kind"] for d in docs}
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_rendered_config_is_accepted_by_the_gateway(profile: str) -> None:
+    data = celgate_yaml(profile_docs(profile))
+    config = parse_config(data, source=f"{profile}/celgate.yaml")
+    assert isinstance(config, Config)
+    assert config.server.listen == "0.0.0.0:50051"
+    assert config.auth.mode in ("api_key", "mtls")
+    assert config.airgapped is (profile == "airgapped")
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_pods_are_locked_down(profile: str) -> None:
+    docs = profile_docs(profile)
+    specs = pod_specs(docs)
+    assert specs
+    for name, spec in specs:
+        assert spec["automountServiceAccountToken"] is False, name
+        pod_ctx = spec.get("securityContext", {})
+        assert pod_ctx.get("runAsNonRoot") is True, name
+        assert pod_ctx.get("runAsUser", 0) != 0, name
+        for container in spec["containers"] + spec.get("initContainers", []):
+            ctx = container["securityContext"]
+            where = f"{name}/{container['name']}"
+            assert ctx["runAsNonRoot"] is True, where
+            assert ctx["readOnlyRootFilesystem"] is True, where
+            assert ctx["allowPrivilegeEscalation"] is False, where
+            assert ctx["capabilities"]["drop"] == ["ALL"], where
+            assert "add" not in ctx["capabilities"], where
+            seccomp = ctx.get("seccompProfile") or pod_ctx.get("seccompProfile")
+            assert seccomp == {"type": "RuntimeDefault"}, where
+            assert "resources" in container, where
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_no_secret_objects_and_keys_only_by_reference(profile: str) -> None:
+    docs = profile_docs(profile)
+    assert by_kind(docs, "Secret") == []
+    config = celgate_yaml(docs)
+    key_envs = {m["api_key_env"] for m in config["models"].values() if m.get("api_key_env")}
+    env = {e["name"]: e for e in gateway_container(docs)["env"]}
+    for name in key_envs:
+        assert "value" not in env[name]
+        assert env[name]["valueFrom"]["secretKeyRef"]["name"] == "llm-provider-keys"
+
+
+def test_probes_use_native_grpc_health() -> None:
+    container = gateway_container(profile_docs("default"))
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["grpc"] == {"port": 50051}, probe
+
+
+def test_tls_port_gets_tcp_probes_because_kubelet_grpc_probes_are_plaintext() -> None:
+    container = gateway_container(profile_docs("mtls"))
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["tcpSocket"] == {"port": "grpc"}, probe
+    config = celgate_yaml(profile_docs("mtls"))
+    assert config["server"]["tls"]["client_ca_file"] == "/etc/celgate/tls/ca.crt"
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert "/etc/celgate/tls" in mounts
+
+
+def test_drain_fits_in_the_termination_grace_period() -> None:
+    docs = profile_docs("default")
+    spec = gateway(docs)["spec"]["template"]["spec"]
+    sleep = gateway_container(docs)["lifecycle"]["preStop"]["sleep"]["seconds"]
+    drain = celgate_yaml(docs)["server"]["grace_period_s"]
+    assert spec["terminationGracePeriodSeconds"] > sleep + drain
+
+
+def test_service_speaks_grpc() -> None:
+    service = one(profile_docs("default"), "Service", f"{RELEASE}-celgate")
+    assert service["spec"]["ports"] == [
+        {
+            "name": "grpc",
+            "port": 50051,
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "grpc",
+        }
+    ]
+
+
+def test_helm_test_hook_checks_health_through_the_service() -> None:
+    pods = by_kind(profile_docs("default"), "Pod")
+    assert len(pods) == 1
+    pod = pods[0]
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    command = pod["spec"]["containers"][0]["command"]
+    assert "HealthStub" in command[2]
+    assert command[3] == f"{RELEASE}-celgate.{NAMESPACE}.svc:50051"
+
+
+# --- network policy --------------------------------------------------------------------------
+
+
+def _selects(policy: dict[str, Any], labels: dict[str, str]) -> bool:
+    wanted = policy["spec"]["podSelector"].get("matchLabels", {})
+    return all(labels.get(k) == v for k, v in wanted.items())
+
+
+def test_airgapped_egress_is_default_deny_with_nothing_outside_the_cluster() -> None:
+    docs = profile_docs("airgapped")
+    policies = by_kind(docs, "NetworkPolicy")
+    deployments = by_kind(docs, "Deployment")
+    assert len(deployments) == 2  # the gateway and Ollama
+    for deployment in deployments:
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        covering = [p for p in policies if _selects(p, labels)]
+        assert covering, f"no NetworkPolicy selects {labels}"
+        assert all("Egress" in p["spec"]["policyTypes"] for p in covering)
+    for policy in policies:
+        for rule in policy["spec"].get("egress", []):
+            assert rule["to"], "an egress rule without `to` allows every address"
+            for peer in rule["to"]:
+                assert "ipBlock" not in peer, f"{policy['metadata']['name']} allows {peer}"
+                assert set(peer) <= {"podSelector", "namespaceSelector"}
+    ollama_policy = one(docs, "NetworkPolicy", f"{RELEASE}-celgate-ollama")
+    assert ollama_policy["spec"]["egress"] == []
+
+
+def test_airgapped_images_come_from_the_mirror_with_pull_secrets() -> None:
+    docs = profile_docs("airgapped")
+    for name, spec in pod_specs(docs):
+        assert spec["imagePullSecrets"] == [{"name": "mirror-pull"}], name
+        for container in spec["containers"] + spec.get("initContainers", []):
+            assert container["image"].startswith(MIRROR + "/"), container["image"]
+    assert gateway_container(docs)["image"] == f"{MIRROR}/celgate/celgate@{DIGEST}"
+
+
+def test_default_profile_allows_only_dns_and_ollama() -> None:
+    policy = one(profile_docs("default"), "NetworkPolicy", f"{RELEASE}-celgate")
+    ports = sorted((p["port"], p["protocol"]) for r in policy["spec"]["egress"] for p in r["ports"])
+    assert ports == [(53, "TCP"), (53, "UDP"), (11434, "TCP")]
+    assert policy["spec"]["ingress"][0]["from"] == [{"podSelector": {}}]
+
+
+def test_cloud_egress_only_to_the_listed_cidrs() -> None:
+    policy = one(profile_docs("cloud"), "NetworkPolicy", f"{RELEASE}-celgate")
+    blocks = [p["ipBlock"] for r in policy["spec"]["egress"] for p in r["to"] if "ipBlock" in p]
+    assert blocks == [{"cidr": "203.0.113.0/24"}, {"cidr": "198.51.100.0/24"}]
+    cloud_rules = [r for r in policy["spec"]["egress"] if any("ipBlock" in p for p in r["to"])]
+    assert len(cloud_rules) == 1
+    assert cloud_rules[0]["ports"] == [{"port": 443, "protocol": "TCP"}]
+    assert all(set(p) == {"ipBlock"} for p in cloud_rules[0]["to"])
+
+
+def test_redis_profile_reaches_redis_and_scales() -> None:
+    docs = profile_docs("redis-replicas")
+    policy = one(docs, "NetworkPolicy", f"{RELEASE}-celgate")
+    redis_rules = [r for r in policy["spec"]["egress"] if r["ports"][0]["port"] == 6379]
+    assert redis_rules[0]["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "redis"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "redis"}},
+        }
+    ]
+    deployment = gateway(docs)
+    assert "replicas" not in deployment["spec"]  # the HPA owns it
+    assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    assert len(deployment["spec"]["template"]["spec"]["topologySpreadConstraints"]) == 2
+    assert one(docs, "HorizontalPodAutoscaler", f"{RELEASE}-celgate")["spec"]["maxReplicas"] == 12
+    assert one(docs, "PodDisruptionBudget", f"{RELEASE}-celgate")
+    assert by_kind(docs, "PersistentVolumeClaim") == [
+        d for d in by_kind(docs, "PersistentVolumeClaim") if "ollama" in d["metadata"]["name"]
+    ]
+
+
+# --- config and policies ---------------------------------------------------------------------
+
+
+def test_policies_are_mounted_as_a_folder_for_hot_reload() -> None:
+    docs = profile_docs("redis-replicas")
+    config_map = one(docs, "ConfigMap", f"{RELEASE}-celgate-policies")
+    assert config_map["data"] == PROFILES["redis-replicas"]["policies"]["files"]
+    mount = next(m for m in gateway_container(docs)["volumeMounts"] if m["name"] == "policies")
+    assert "subPath" not in mount
+    assert celgate_yaml(docs)["policy"] == {"dir": mount["mountPath"], "watch": True}
+
+
+def test_default_uses_the_policy_bundled_in_the_image() -> None:
+    docs = profile_docs("default")
+    assert celgate_yaml(docs)["policy"]["dir"] == "/app/policies/routing"
+    dockerfile = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    assert re.search(r"^COPY policies /app/policies$", dockerfile, re.M)
+
+
+def test_config_change_rolls_pods_but_policy_change_does_not() -> None:
+    def checksum(values: dict[str, Any]) -> str:
+        annotations = gateway(documents(render(values)))["spec"]["template"]["metadata"]
+        return str(annotations["annotations"]["checksum/config"])
+
+    base = checksum({})
+    assert checksum({"config": {"server": {"grace_period_s": 30}}}) != base
+    policy = {"policies": {"files": {"policy.yaml": "name: other\n"}}}
+    assert checksum(policy) == checksum(
+        _merge(policy, {"policies": {"files": {"policy.yaml": "x"}}})
+    )
+
+
+def test_a_config_file_given_with_set_file_is_used_and_chart_owned_keys_replaced() -> None:
+    text = (ROOT / "config" / "celgate.yaml").read_text(encoding="utf-8")
+    values = {
+        "configFile": text,
+        "providerKeys": {"existingSecret": "llm-provider-keys"},
+        "networkPolicy": {"egress": {"cloud": {"cidrs": ["0.0.0.0/0"]}}},
+    }
+    data = celgate_yaml(documents(render(values)))
+    config = parse_config(data, source="configFile")
+    assert set(config.models) == set(yaml.safe_load(text)["models"])
+    assert config.server.listen == "0.0.0.0:50051"
+    assert str(config.ledger.path) == "/var/lib/celgate/ledger.sqlite3"
+    message = render_error({**values, "global": {"airgapped": True, "imageRegistry": MIRROR}})
+    assert "cloud models (location: cloud): claude-opus, deepseek-chat" in message
+
+
+# --- secrets ---------------------------------------------------------------------------------
+
+
+def test_no_secret_value_can_reach_a_manifest() -> None:
+    # A key written into the model catalogue is refused by the schema, never rendered.
+    model = {**CLOUD_MODELS["gpt-5.5"], "api_key": SENTINEL_KEY}
+    message = render_error(_merge(PROFILES["cloud"], {"config": {"models": {"gpt-5.5": model}}}))
+    assert "api_key" in message
+    assert SENTINEL_KEY not in message
+    # So is a password in the Redis URL.
+    url = f"redis://default:{SENTINEL_PASSWORD}@redis.redis.svc:6379/0"
+    redis = _merge(PROFILES["redis-replicas"], {"ledger": {"redis": {"url": url}}})
+    assert "ledger.redis.url holds credentials" in render_error(redis)
+    # Every profile's output is free of both.
+    for profile in PROFILES:
+        for text in _rendered_profile(profile).values():
+            assert SENTINEL_KEY not in text
+            assert SENTINEL_PASSWORD not in text
+            assert not re.search(r"\bsk-[A-Za-z0-9_-]{16,}", text)
+
+
+# --- bad values ------------------------------------------------------------------------------
+
+BAD_VALUES = {
+    "cloud model in air-gapped mode": (
+        _merge(PROFILES["airgapped"], {"config": {"models": CLOUD_MODELS}}),
+        "global.airgapped is true but the model catalogue has cloud models (location: cloud):"
+        " claude-opus, gpt-5.5.",
+    ),
+    "sqlite with replicas": (
+        {"replicaCount": 2},
+        "ledger.backend=sqlite with replicaCount=2: the SQLite ledger is a file on one pod's"
+        " volume",
+    ),
+    "sqlite with hpa": (
+        {"autoscaling": {"enabled": True}},
+        "ledger.backend=sqlite with autoscaling.enabled=true",
+    ),
+    "wrong type": ({"replicaCount": "two"}, "at '/replicaCount': got string, want integer"),
+    "wrong type nested": (
+        {"networkPolicy": {"enabled": "yes"}},
+        "at '/networkPolicy/enabled': got string, want boolean",
+    ),
+    "unknown key": ({"replicas": 2}, "additional properties 'replicas' not allowed"),
+    "redis without url": ({"ledger": {"backend": "redis"}}, "ledger.backend=redis needs"),
+    "air-gapped without a mirror": (
+        _merge(PROFILES["airgapped"], {"global": {"imageRegistry": ""}}),
+        "global.airgapped is true but global.imageRegistry is empty",
+    ),
+    "air-gapped with cloud cidrs": (
+        _merge(
+            PROFILES["airgapped"],
+            {"networkPolicy": {"egress": {"cloud": {"cidrs": ["0.0.0.0/0"]}}}},
+        ),
+        "networkPolicy.egress.cloud.cidrs allows 0.0.0.0/0",
+    ),
+    "air-gapped without network policy": (
+        _merge(PROFILES["airgapped"], {"networkPolicy": {"enabled": False}}),
+        "global.airgapped is true but networkPolicy.enabled is false",
+    ),
+    "air-gapped ollama without models": (
+        _merge(PROFILES["airgapped"], {"ollama": {"modelsImage": {"enabled": False}}}),
+        "the in-cluster Ollama has no source of models",
+    ),
+    "cloud model without egress": (
+        _merge(PROFILES["cloud"], {"networkPolicy": {"egress": {"cloud": {"cidrs": []}}}}),
+        "networkPolicy.egress.cloud.cidrs is empty",
+    ),
+    "cloud model without key secret": (
+        _merge(PROFILES["cloud"], {"providerKeys": {"existingSecret": ""}}),
+        "models read API keys from ANTHROPIC_API_KEY, OPENAI_API_KEY but"
+        " providerKeys.existingSecret is empty",
+    ),
+    "api keys without secret": (
+        {"auth": {"apiKeys": {"existingSecret": ""}}},
+        "auth.mode=api_key needs auth.apiKeys.existingSecret",
+    ),
+    "auth none": ({"auth": {"mode": "none"}}, "at '/auth/mode'"),
+    "mtls without certificate": (
+        {"auth": {"mode": "mtls", "clientTenants": {"cn": "t"}}},
+        "auth.mode=mtls needs tls.existingSecret",
+    ),
+    "bad digest": ({"image": {"digest": "latest"}}, "at '/image/digest'"),
+    "hpa without metrics": (
+        {
+            "ledger": {"backend": "redis", "redis": {"url": "redis://redis:6379/0"}},
+            "autoscaling": {"enabled": True, "targetCPUUtilizationPercentage": 0},
+        },
+        "autoscaling.enabled=true needs a target",
+    ),
+    "bad configFile": ({"configFile": "models: [unclosed"}, "configFile is not valid YAML"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_VALUES)
+def test_bad_values_fail_with_a_message_saying_what_to_fix(case: str) -> None:
+    values, expected = BAD_VALUES[case]
+    assert expected in render_error(values)
+
+
+# --- the image -------------------------------------------------------------------------------
+
+
+def test_dockerfile_is_multi_stage_locked_non_root_and_matches_the_chart() -> None:
+    text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
+    base = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", text, re.M)
+    assert base and re.fullmatch(r"python:3\.11\.\d+-slim-\w+(@sha256:[0-9a-f]{64})?", base[1])
+    assert len(re.findall(r"^FROM ", text, re.M)) == 2
+    assert "uv sync --locked --no-dev" in text
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    uv = re.search(r"^UV_VERSION := (\S+)$", makefile, re.M)
+    assert uv and f"ARG UV_VERSION={uv[1]}" in text
+    user = re.search(r"^USER (\d+):(\d+)$", text, re.M)
+    values = _chart().values
+    assert user and int(user[1]) == values["podSecurityContext"]["runAsUser"] != 0
+    assert re.search(r'^ENTRYPOINT \["celgate"\]$', text, re.M)
+    assert re.search(r'^CMD \["serve", "--config", ', text, re.M)
+    for source in re.findall(r"^COPY (?!--from)(.+) \S+$", text, re.M):
+        for name in source.split():
+            assert (ROOT / name).exists(), f"Dockerfile copies {name}, which is not in the repo"
+    ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    assert ".venv" in ignored and ".git" in ignored
