@@ -1,4 +1,4 @@
-"""The `celgate` command: serve | models | chat | route (and, as they land, policy, costs, keys).
+"""The `celgate` command: serve | models | chat | route | policy check|test | costs | keys new.
 
 Errors a user can fix print one clear message and exit 2; nothing prints a stack trace.
 """
@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TextIO
 
 import grpc
@@ -28,8 +29,27 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.server import serve
 
     config = load_config(args.config)
-    asyncio.run(serve(config))
+    asyncio.run(serve(config, Path(args.config)))
     return 0
+
+
+def _policy(args: argparse.Namespace, out: TextIO) -> int:
+    from gateway.policy import run_check, run_test
+
+    run = run_check if args.policy_command == "check" else run_test
+    return run(Path(args.dir), out)
+
+
+def _costs(args: argparse.Namespace, out: TextIO) -> int:
+    from gateway.budget.report import run_costs
+
+    return run_costs(load_config(args.config), args.since, args.by, out)
+
+
+def _keys(args: argparse.Namespace, out: TextIO) -> int:
+    from gateway.keys import run_keys_new
+
+    return run_keys_new(args.tenant, out)
 
 
 def _models(args: argparse.Namespace, out: TextIO) -> int:
@@ -103,6 +123,25 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list the model catalogue")
     models.add_argument("--config", default=DEFAULT_CONFIG)
 
+    policy = sub.add_parser("policy", help="compile or test routing policies")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    for name, text in (
+        ("check", "compile every policy under DIR; exit 1 on any error"),
+        ("test", "compile and run every policy's tests.yaml under DIR, with rule coverage"),
+    ):
+        cmd = policy_sub.add_parser(name, help=text)
+        cmd.add_argument("dir", nargs="?", default="policies", metavar="DIR")
+
+    costs = sub.add_parser("costs", help="print spend from the budget ledger")
+    costs.add_argument("--config", default=DEFAULT_CONFIG)
+    costs.add_argument("--since", help="ISO date or time (UTC), for example 2026-11-01")
+    costs.add_argument("--by", default="tenant", choices=["tenant", "model", "task_type"])
+
+    keys = sub.add_parser("keys", help="manage API keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    new = keys_sub.add_parser("new", help="print a fresh API key once, and the config line")
+    new.add_argument("--tenant", required=True)
+
     for name, text in (
         ("chat", "send one chat to a running gateway and stream the answer"),
         ("route", "show which model a prompt would go to, without calling it"),
@@ -129,6 +168,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "models":
             return _models(args, sys.stdout)
+        if args.command == "policy":
+            return _policy(args, sys.stdout)
+        if args.command == "costs":
+            return _costs(args, sys.stdout)
+        if args.command == "keys":
+            return _keys(args, sys.stdout)
         return _call(args, sys.stdout)
     except ConfigError as exc:
         sys.stderr.write(f"celgate: {exc}\n")

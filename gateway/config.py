@@ -112,6 +112,8 @@ class LimitsConfig(_Strict):
     max_message_chars: int = Field(default=1_000_000, gt=0)
     max_total_chars: int = Field(default=2_000_000, gt=0)
     max_tools: int = Field(default=128, gt=0)
+    # Output tokens assumed when reserving budget for a request that sets no max_tokens.
+    estimate_output_tokens: int = Field(default=4096, gt=0)
 
 
 class PolicyConfig(_Strict):

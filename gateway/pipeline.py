@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import cast
 
+from gateway.budget import Ledger
+from gateway.budget.charging import Charger
 from gateway.config import Config
 from gateway.convert import GatewayRequest
 from gateway.enforce import Dropped, enforce
@@ -22,6 +24,7 @@ from gateway.errors import InternalError, InvalidRequest, NoPolicy, PermissionDe
 from gateway.inspect import Inspection, Inspector
 from gateway.levels import Level
 from gateway.policy import PolicyEvaluationError, PolicyStore
+from gateway.pricing import Pricing
 from gateway.providers.base import ChatParams, ChatResult, Chunk, Usage
 from gateway.providers.dispatch import Dispatcher
 from gateway.ratelimit import TenantRateLimiter
@@ -67,6 +70,8 @@ class Pipeline:
         dispatcher: Dispatcher,
         policies: PolicyStore,
         limiter: TenantRateLimiter,
+        ledger: Ledger,
+        pricing: Pricing,
         *,
         clock: Clock = utc_now,
     ) -> None:
@@ -74,22 +79,32 @@ class Pipeline:
         self.dispatcher = dispatcher
         self.policies = policies
         self.limiter = limiter
+        self.ledger = ledger
+        self.pricing = pricing
         self.inspector = Inspector(config.inspection)
         self._clock = clock
+        self._catalogue: tuple[tuple[bool, ...], dict[str, policy_pb2.ModelInfo]] | None = None
 
     def model_infos(self) -> dict[str, policy_pb2.ModelInfo]:
-        """The catalogue as the policy and `ListModels` see it, with current health."""
-        return {
-            alias: policy_pb2.ModelInfo(
-                alias=alias,
-                provider=model.provider,
-                upstream_model=model.upstream_model,
-                location=_LOCATIONS[model.location],
-                clearance=model.clearance.proto(),
-                healthy=self.dispatcher.healthy(alias),
-            )
-            for alias, model in self.config.models.items()
-        }
+        """The catalogue as the policy and `ListModels` see it, with current health. Rebuilt
+        only when a model's health changes: it is on every request's path."""
+        health = tuple(self.dispatcher.healthy(alias) for alias in self.config.models)
+        if self._catalogue is None or self._catalogue[0] != health:
+            infos = {}
+            for (alias, model), healthy in zip(self.config.models.items(), health, strict=True):
+                rates = self.pricing.rates(alias)
+                infos[alias] = policy_pb2.ModelInfo(
+                    alias=alias,
+                    provider=model.provider,
+                    upstream_model=model.upstream_model,
+                    location=_LOCATIONS[model.location],
+                    clearance=model.clearance.proto(),
+                    input_price_per_mtok=rates.input_per_mtok,
+                    output_price_per_mtok=rates.output_per_mtok,
+                    healthy=healthy,
+                )
+            self._catalogue = (health, infos)
+        return self._catalogue[1]
 
     # -- stages --------------------------------------------------------------------------------
 
@@ -175,7 +190,7 @@ class Pipeline:
             )
         now = self._clock()
         context = self.context(request, inspection)
-        budget = policy_pb2.BudgetState()
+        budget = await self.ledger.snapshot(request.tenant, request.labels, now)
         decision, policy_name, revision = self.decide(context, budget, now)
         enforced = enforce(
             [decision.model, *decision.fallbacks],
@@ -225,9 +240,22 @@ class Pipeline:
 
     # -- the RPCs ------------------------------------------------------------------------------
 
+    def _charger(self, plan: Plan) -> Charger:
+        return Charger(
+            self.ledger,
+            self.pricing,
+            tenant=plan.request.tenant,
+            labels=plan.request.labels,
+            input_tokens=plan.inspection.estimated_input_tokens,
+            max_output_tokens=plan.params.max_tokens or self.config.limits.estimate_output_tokens,
+            task_type=task_type_name(plan.inspection.task_type),
+        )
+
     async def route(self, request: GatewayRequest) -> tuple[Plan, pb.RouteInfo]:
+        """The dry run: the decision and the estimated cost of the first candidate."""
         plan = await self.plan(request)
-        return plan, self.route_info(plan, plan.chain[0])
+        estimate = self._charger(plan).estimate(plan.chain[0])
+        return plan, self.route_info(plan, plan.chain[0], cost=estimate)
 
     def _token_estimate(self, plan: Plan) -> int:
         return plan.inspection.estimated_input_tokens + (plan.params.max_tokens or 0)
@@ -248,9 +276,15 @@ class Pipeline:
     ) -> tuple[ChatResult, pb.RouteInfo]:
         plan = await self.plan(request)
         estimate = await self._admit(plan)
-        answer = await self.dispatcher.chat(plan.chain, plan.params, plan.classification, deadline)
+        charger = self._charger(plan)
+        answer = await self.dispatcher.chat(
+            plan.chain, plan.params, plan.classification, deadline, charger
+        )
         await self._correct(plan, estimate, answer.result.usage)
-        return answer.result, self.route_info(plan, answer.model, attempts=len(answer.attempts))
+        route = self.route_info(
+            plan, answer.model, attempts=len(answer.attempts), cost=charger.cost_usd
+        )
+        return answer.result, route
 
     async def stream(
         self, request: GatewayRequest, deadline: float
@@ -258,15 +292,26 @@ class Pipeline:
         """Yields each chunk; the one that carries the finish reason also carries the route."""
         plan = await self.plan(request)
         estimate = await self._admit(plan)
+        charger = self._charger(plan)
         async for piece in self.dispatcher.stream(
-            plan.chain, plan.params, plan.classification, deadline
+            plan.chain, plan.params, plan.classification, deadline, charger
         ):
-            final = piece.chunk.finish_reason is not None
             route = None
-            if final:
+            if piece.chunk.finish_reason is not None:
                 await self._correct(plan, estimate, piece.chunk.usage)
-                route = self.route_info(plan, piece.model, attempts=len(piece.attempts))
+                route = self.route_info(
+                    plan, piece.model, attempts=len(piece.attempts), cost=charger.cost_usd
+                )
             yield piece.chunk, route
+
+
+def task_type_name(task_type: int) -> str:
+    """`TASK_TYPE_CODE_GENERATION` -> `code_generation`, as the ledger and telemetry record it."""
+    return (
+        policy_pb2.TaskType.Name(cast(policy_pb2.TaskType, task_type))
+        .removeprefix("TASK_TYPE_")
+        .lower()
+    )
 
 
 def deadline_from(time_remaining: float | None, default_s: float) -> float:

@@ -23,9 +23,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gateway.auth import Authenticator, server_credentials
+from gateway.budget import open_ledger
 from gateway.config import Config, ConfigError, load_config
 from gateway.pipeline import Pipeline
 from gateway.policy import CompiledPolicy, PolicyError, PolicyStore
+from gateway.pricing import Pricing
 from gateway.providers.dispatch import Dispatcher
 from gateway.ratelimit import TenantRateLimiter, open_rate_limiter
 from gateway.service import GatewayService
@@ -79,6 +81,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.pipeline.dispatcher.aclose()
+        await self.pipeline.ledger.aclose()
         await self.limiter.aclose()
 
 
@@ -107,8 +110,10 @@ async def start(config: Config) -> Gateway:
 
     policies = PolicyStore(config.resolve(config.policy.dir))
     _load_policy(policies)
+    pricing = Pricing.from_config(config)
+    ledger = await open_ledger(config)
     limiter = open_rate_limiter(config)
-    pipeline = Pipeline(config, Dispatcher(config), policies, limiter)
+    pipeline = Pipeline(config, Dispatcher(config), policies, limiter, ledger, pricing)
     authenticator = Authenticator.from_config(config)
     service = GatewayService(pipeline, authenticator)
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(service, server)

@@ -8,6 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -63,6 +64,8 @@ def config_data(models: dict[str, dict[str, Any]], default: str, **top: Any) -> 
         "models": models,
         "default_model": default,
         "policy": {"dir": str(TEST_POLICY), "watch": False},
+        # A fresh ledger per gateway: tests must not share spend.
+        "ledger": {"backend": "sqlite", "path": str(Path(tempfile.mkdtemp()) / "ledger.db")},
     }
     data.update(top)
     return data

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -206,10 +207,14 @@ def _log_scale(value: float, low: float, high: float) -> float:
     return min(1.0, math.log(value / low) / math.log(high / low))
 
 
+# List items, numbered steps, headings and table rows at the start of a line.
+_STRUCTURE = re.compile(r"^[ \t]*(?:[-*+#|]|\d{1,2}[.)])", re.MULTILINE)
+
+
 def _structure(text: str) -> int:
-    items = text.count("\n- ") + text.count("\n* ") + text.count("\n#") + text.count("\n|")
-    items += sum(text.count(f"\n{n}.") + text.count(f"\n{n})") for n in range(1, 10))
-    return items + max(0, text.count("?") - 1)
+    if "\n" not in text:
+        return max(0, text.count("?") - 1)
+    return len(_STRUCTURE.findall(text)) + max(0, text.count("?") - 1)
 
 
 def complexity_features(

@@ -34,6 +34,7 @@ class _Pattern:
     expression: bytes
     flags: int
     validator: v.Validator | None
+    locate: v.Locator | None = None
 
 
 def marker_id(marker: str) -> str:
@@ -154,7 +155,11 @@ class Classifier:
         som = hyperscan.HS_FLAG_SOM_LEFTMOST
         patterns = [
             _Pattern(
-                b.id, expr, som | (hyperscan.HS_FLAG_CASELESS if b.caseless else 0), b.validator
+                b.id,
+                expr,
+                (som if b.som else 0) | (hyperscan.HS_FLAG_CASELESS if b.caseless else 0),
+                b.validator,
+                b.locate,
             )
             for b in BUILTINS
             for expr in b.patterns
@@ -210,20 +215,19 @@ class Classifier:
     def _findings(self, data: bytes, hits: Iterable[tuple[int, int, int]]) -> tuple[Finding, ...]:
         # Several ends per start (a number followed by more digit groups): try the longest first.
         candidates: dict[tuple[int, int], list[int]] = {}
-        for pattern, start, end in hits:
-            candidates.setdefault((pattern, start), []).append(end)
+        patterns = self._patterns_by_id
+        for index, start, end in hits:
+            pattern = patterns[index]
+            if not pattern.flags & hyperscan.HS_FLAG_SOM_LEFTMOST:
+                # Without start-of-match tracking Hyperscan reports start 0.
+                start = pattern.locate(data, end) if pattern.locate else end
+            candidates.setdefault((index, start), []).append(end)
         accepted: dict[str, list[tuple[int, int]]] = {}
         for (index, start), ends in candidates.items():
-            pattern = self._patterns_by_id[index]
+            pattern = patterns[index]
             for end in sorted(set(ends), reverse=True):
                 if self._valid(pattern, data, start, end):
-                    # Without start-of-match tracking the start is 0: the end alone identifies it.
-                    span = (
-                        (start, end)
-                        if pattern.flags & hyperscan.HS_FLAG_SOM_LEFTMOST
-                        else (end, end)
-                    )
-                    accepted.setdefault(pattern.detector, []).append(span)
+                    accepted.setdefault(pattern.detector, []).append((start, end))
                     break
         findings = [
             Finding(detector, self._levels[detector], _count_disjoint(spans))

@@ -36,7 +36,8 @@ _IBAN = rb"[^0-9A-Za-z][A-Za-z]{2}[0-9]{2}(?: ?[0-9A-Za-z]){11,30}[^0-9A-Za-z]"
 _CARD = rb"[^0-9A-Za-z_.\-][0-9](?:[ \-]?[0-9]){12,18}(?:[^0-9A-Za-z_.\-]|[.\-][^0-9])"
 _SSN = rb"[^0-9A-Za-z\-](?:[0-9]{3}-[0-9]{2}-[0-9]{4}|[0-9]{3} [0-9]{2} [0-9]{4})[^0-9A-Za-z\-]"
 _NINO = rb"[^0-9A-Za-z][A-Za-z]{2} ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-Da-d][^0-9A-Za-z]"
-_EMAIL = rb"[A-Za-z0-9._%+\-]+@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}[^A-Za-z0-9]"
+# From the `@` on: a literal anchors the scan; the local part is found by walking back.
+_EMAIL = rb"@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}[^A-Za-z0-9]"
 _PHONE_INTL = rb"[^0-9A-Za-z+]\+[1-9][0-9]{0,2}(?:[ .\-]?\(?[0-9]{1,5}\)?){1,6}[^0-9A-Za-z]"
 _PHONE_NANP = (
     rb"[^0-9A-Za-z+\-./](?:1[ .\-])?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .\-])"
@@ -66,20 +67,18 @@ _SLACK = (
 _SLACK_WEBHOOK = (
     rb"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9_/]{20,200}[^A-Za-z0-9_/]"
 )
-_SECRET_KEYS = (
-    rb"password|passwd|passphrase|pwd|secret|client[_\-]?secret|secret[_\-]?key|api[_\-]?key"
-    rb"|apikey|access[_\-]?key|access[_\-]?token|auth[_\-]?token|private[_\-]?key|token"
-)
-_SECRET_ASSIGNMENT = (
-    rb"[^A-Za-z](?:" + _SECRET_KEYS + rb")[\"']?[ \t]*(?::=|=>|[:=])[ \t]*[\"']?"
-    rb"[^\s\"'`,;<>]{8,}[\s\"'`,;<>]"
-)
+_SECRET_ASSIGNMENT = rb"[^A-Za-z]" + v.ASSIGNMENT + rb"[^\s\"'`,;<>]{8,}[\s\"'`,;<>]"
 _URL_CREDENTIALS = (
     rb"[^A-Za-z0-9+.\-][A-Za-z][A-Za-z0-9+.\-]{1,20}://[^\s:/@\"'<>]{0,200}:[^\s/@\"'<>]{1,200}"
     rb"@[A-Za-z0-9.\-\[]"
 )
 
-_V6_START = v.walk_back(frozenset(b"0123456789ABCDEFabcdef:."), 48)
+_v6_run = v.walk_back(frozenset(b"0123456789ABCDEFabcdef:."), 48)
+
+
+def _V6_START(data: bytes, end: int) -> int:  # noqa: N802
+    return _v6_run(data, end - 1)  # the last byte is the end boundary
+
 
 BUILTINS: tuple[Builtin, ...] = (
     Builtin("pii.email", Level.CONFIDENTIAL, (_EMAIL,), v.email, som=False, locate=v.email_start),

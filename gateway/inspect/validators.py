@@ -165,7 +165,7 @@ def email_start(data: bytes, end: int) -> int:
 
 def email(data: bytes, start: int, end: int) -> bool:
     value = data[start : end - 1].decode("ascii")
-    local, _, domain = value.rpartition("@")
+    local, _, domain = value.partition("@")
     if not local or local[0] == "." or local[-1] == ".":
         return False
     if _in_url_userinfo(data, start):
@@ -362,17 +362,28 @@ def _char_classes(value: bytes) -> int:
     )
 
 
-
-
+SECRET_KEYS = (
+    rb"password|passwd|passphrase|pwd|secret|client[_\-]?secret|secret[_\-]?key|api[_\-]?key"
+    rb"|apikey|access[_\-]?key|access[_\-]?token|auth[_\-]?token|private[_\-]?key|token"
+)
+ASSIGNMENT = rb"(?:" + SECRET_KEYS + rb")[\"']?[ \t]*(?::=|=>|[:=])[ \t]*[\"']?"
+_ASSIGNMENT = re.compile(ASSIGNMENT, re.IGNORECASE)
 _VALUE_STOP = frozenset(b" \t\r\n\f\v\"'`,;<>")
-_value_start = walk_back(frozenset(range(256)) - _VALUE_STOP, 1 << 20)
+_value_run = walk_back(frozenset(range(256)) - _VALUE_STOP, 1 << 20)
 
 
 def secret_assignment(min_entropy: float) -> Validator:
-    """`start` is unused: the value is the run of non-delimiters before the end boundary."""
+    """`start` is unused: the value runs from the last `key =` before the end boundary."""
 
     def check(data: bytes, start: int, end: int) -> bool:
-        value = data[_value_start(data, end - 1) : end - 1]
+        stop = end - 1
+        # The key, quotes and spaces sit at most a few dozen bytes before the value's run.
+        last = None
+        for last in _ASSIGNMENT.finditer(data, max(0, _value_run(data, stop) - 80), stop):  # noqa: B007
+            pass
+        if last is None:
+            return False
+        value = data[last.end() : stop]
         return (
             len(value) >= 8
             and _char_classes(value) >= 2

@@ -1,0 +1,60 @@
+"""The reserve and settle stages of one request: before each upstream attempt the estimated
+maximum cost of that model is reserved, after it the reservation is settled to the actual cost,
+or released when the attempt failed (DESIGN.md, invariant 6)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from gateway.budget.ledger import Ledger, Reservation
+from gateway.pricing import Pricing
+from gateway.providers.base import Usage
+
+
+class Charger:
+    """One request's charges. Implements the dispatcher's attempt hooks."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        pricing: Pricing,
+        *,
+        tenant: str,
+        labels: Mapping[str, str],
+        input_tokens: int,
+        max_output_tokens: int,
+        task_type: str,
+    ) -> None:
+        self._ledger = ledger
+        self._pricing = pricing
+        self._tenant = tenant
+        self._labels = labels
+        self._input_tokens = input_tokens
+        self._max_output_tokens = max_output_tokens
+        self._task_type = task_type
+        self._held: Reservation | None = None
+        self.cost_usd = 0.0
+        self.over_soft_limit = False
+
+    def estimate(self, alias: str) -> float:
+        return self._pricing.estimate_max(alias, self._input_tokens, self._max_output_tokens)
+
+    async def begin(self, alias: str) -> None:
+        """Reserve for `alias`; raises BudgetExhausted when a hard budget cannot cover it."""
+        self._held = await self._ledger.reserve(self._tenant, self._labels, self.estimate(alias))
+        self.over_soft_limit = self.over_soft_limit or self._held.over_soft_limit
+
+    async def fail(self, alias: str, error: BaseException) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            await self._ledger.release(held)
+
+    async def succeed(self, alias: str, usage: Usage | None) -> None:
+        """Settle to the reported usage; without usage (a stream that reported none) the
+        reserved estimate is charged, never nothing."""
+        held, self._held = self._held, None
+        if held is None:
+            return
+        cost = self._pricing.cost(alias, usage) if usage is not None else held.amount_usd
+        await self._ledger.settle(held, cost, alias, self._task_type)
+        self.cost_usd = cost
