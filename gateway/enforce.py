@@ -81,7 +81,9 @@ def enforce(
         if position > 0:
             continue
         if on_violation == "deny" or refused[0] == "UNKNOWN_MODEL":
-            raise PermissionDenied(refused[1], reason=refused[0], model=alias)
+            raise PermissionDenied(
+                refused[1], reason=refused[0], model=alias, classification=classification.name
+            )
         rerouted_from = alias
     if rerouted_from is not None:
         substitute = next(
@@ -94,8 +96,13 @@ def enforce(
                 f"{classification.name} content",
                 reason="DATA_RESIDENCY",
                 model=rerouted_from,
+                classification=classification.name,
             )
         kept = [substitute, *(a for a in kept if a != substitute)]
-    if not kept:
-        raise PermissionDenied("no candidate model may receive this request", reason="NO_CANDIDATE")
+    if not kept:  # defensive: a refused primary has raised or been replaced above
+        raise PermissionDenied(
+            f"no candidate model may receive {classification.name} content",
+            reason="NO_CANDIDATE",
+            classification=classification.name,
+        )
     return Enforced(tuple(kept), tuple(dropped), rerouted_from)

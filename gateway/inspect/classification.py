@@ -15,7 +15,7 @@ import hyperscan
 from gateway.config import InspectionConfig
 from gateway.errors import InternalError
 from gateway.inspect import validators as v
-from gateway.inspect.detectors import BUILTINS
+from gateway.inspect.detectors import BUILTINS, SUBSUMED_BY
 from gateway.levels import Level
 
 
@@ -229,9 +229,13 @@ class Classifier:
                 if self._valid(pattern, data, start, end):
                     accepted.setdefault(pattern.detector, []).append((start, end))
                     break
+        for detector, specific in SUBSUMED_BY.items():
+            if detector in accepted:
+                accepted[detector] = _outside(accepted[detector], accepted, specific)
         findings = [
             Finding(detector, self._levels[detector], _count_disjoint(spans))
             for detector, spans in accepted.items()
+            if spans
         ]
         return tuple(sorted(findings, key=lambda f: f.detector))
 
@@ -262,3 +266,17 @@ def _count_disjoint(spans: list[tuple[int, int]]) -> int:
         else:
             reach = max(reach, end)
     return count
+
+
+def _outside(
+    spans: list[tuple[int, int]], accepted: dict[str, list[tuple[int, int]]], others: frozenset[str]
+) -> list[tuple[int, int]]:
+    covering = [span for other in others for span in accepted.get(other, ())]
+    if not covering:
+        return spans
+    # One boundary byte of slack on each side: patterns consume their boundary characters.
+    return [
+        (start, end)
+        for start, end in spans
+        if not any(s - 1 <= start and end <= e + 1 for s, e in covering)
+    ]

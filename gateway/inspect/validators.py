@@ -340,16 +340,22 @@ _PLACEHOLDER_WORDS = (
     b"your", b"example", b"placeholder", b"changeme", b"redacted", b"dummy", b"sample",
     b"xxxx", b"****", b"...", b"getenv", b"environ", b"process.env", b"secret(", b"vault:",
 )  # fmt: skip
-_REFERENCE_START = (b"<", b"$", b"{", b"%", b"[", b"(")
-_CONSTANT_NAME = re.compile(rb"[A-Z][A-Z0-9_]*\Z")
+# Template and variable references: `${X}`, `$(x)`, `{{ x }}`, `%(x)s`, `#{x}`, `<x>`, `$X`, `%X%`.
+_REFERENCE_START = (b"<", b"${", b"$(", b"{{", b"%(", b"#{", b"[[")
+_REFERENCE = re.compile(rb"\$[A-Za-z_][A-Za-z0-9_]*|%[A-Za-z_][A-Za-z0-9_]*%")
+_CONSTANT_NAME = re.compile(rb"[A-Z][A-Z0-9_]*")
+
+
+def _reference(value: bytes) -> bool:
+    return value.startswith(_REFERENCE_START) or _REFERENCE.fullmatch(value) is not None
 
 
 def _placeholder(value: bytes) -> bool:
     lowered = value.lower()
     return (
-        value.startswith(_REFERENCE_START)
+        _reference(value)
         or any(word in lowered for word in _PLACEHOLDER_WORDS)
-        or _CONSTANT_NAME.match(value) is not None
+        or _CONSTANT_NAME.fullmatch(value) is not None
     )
 
 
@@ -408,4 +414,4 @@ def url_credentials(data: bytes, start: int, end: int) -> bool:
     password = userinfo.split(b":", 1)[-1]
     if not password or password.lower() in _URL_PASSWORD_PLACEHOLDERS:
         return False
-    return not (password.startswith(_REFERENCE_START) or set(password) <= set(b"*x"))
+    return not (_reference(password) or set(password) <= set(b"*x"))

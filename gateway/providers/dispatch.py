@@ -1,8 +1,14 @@
-"""Calling the chosen models: the provider per alias, the fallback chain, the deadline, and
-the per-attempt hooks that reserve and settle budget.
+"""Calling the chosen models: the provider per alias, the fallback chain, circuit breakers,
+the attempt cap, the deadline, and the per-attempt hooks that reserve and settle budget.
 
-The residency check runs here again, right before each call, so that no code path between the
-policy and the wire can send content to a model not cleared for it.
+The residency check runs here again, right before each call, against the dispatcher's own
+catalogue, so that no code path between the policy and the wire (primary, fallback, stream)
+can send content to a model not cleared for it (DESIGN.md, invariant 1).
+
+For each candidate, in order: residency (refuse, never skip), configured (its key variable is
+set), deadline, breaker (skip while open), budget (skip when it cannot be covered), then the
+call. Only real upstream calls count against `dispatch.max_attempts`: a skipped candidate costs
+nothing, so it must not crowd out a fallback that could answer.
 """
 
 from __future__ import annotations
@@ -26,8 +32,14 @@ from gateway.errors import (
 )
 from gateway.levels import Level
 from gateway.providers.base import ChatParams, ChatResult, Chunk, Provider, UpstreamError, Usage
+from gateway.providers.breaker import Breakers, Clock, Permit
 
 log = logging.getLogger(__name__)
+
+# Attempt reasons for candidates that were skipped without an upstream call.
+NOT_CONFIGURED = "not_configured"
+CIRCUIT_OPEN = "circuit_open"
+BUDGET = "budget"
 
 
 def build_provider(alias: str, model: ModelConfig) -> Provider:
@@ -75,7 +87,9 @@ NO_HOOKS: AttemptHooks = _NoHooks()
 @dataclass(frozen=True, slots=True)
 class Attempt:
     model: str
-    error: str | None  # why this attempt failed, None when it answered
+    # Why this candidate did not answer: an `UpstreamErrorKind`, or `not_configured`,
+    # `circuit_open` or `budget` when it was skipped without a call; None when it answered.
+    error: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,87 +106,168 @@ class StreamPiece:
     attempts: tuple[Attempt, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """A candidate cleared for a call: its provider, breaker permit and time allowance."""
+
+    provider: Provider
+    permit: Permit
+    timeout: float
+    # The caller's deadline, not the model's own timeout, bounds this call: a timeout then
+    # says nothing about the model's health.
+    capped: bool
+
+
 class _Chain:
     """Bookkeeping of one request's walk down its candidates."""
 
-    def __init__(self, dispatcher: Dispatcher, deadline: float) -> None:
+    __slots__ = ("attempts", "budget", "calls", "classification", "deadline", "dispatcher", "last")
+
+    def __init__(self, dispatcher: Dispatcher, classification: Level, deadline: float) -> None:
         self.dispatcher = dispatcher
+        self.classification = classification
         self.deadline = deadline
         self.attempts: list[Attempt] = []
+        self.calls = 0
         self.last: UpstreamError | None = None
         self.budget: BudgetExhausted | None = None
 
-    def timeout(self, alias: str) -> float:
+    def may_call(self) -> bool:
+        return self.calls < self.dispatcher.max_attempts
+
+    async def enter(self, alias: str, hooks: AttemptHooks) -> _Entry | None:
+        """The candidate's provider with its breaker permit taken and its budget reserved;
+        None (recorded as an attempt) to skip it. Raises when it must not be used at all."""
+        dispatcher = self.dispatcher
+        dispatcher.check(alias, self.classification)
+        provider = dispatcher.providers.get(alias)
+        if provider is None:
+            self.attempts.append(Attempt(alias, NOT_CONFIGURED))
+            return None
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise DeadlineExceeded("the deadline expired before a model answered")
-        return min(self.dispatcher.models[alias].timeout_s, remaining)
-
-    async def enter(
-        self, alias: str, classification: Level, hooks: AttemptHooks
-    ) -> Provider | None:
-        """The provider to try next, with its budget reserved; None to skip this candidate."""
-        provider = self.dispatcher.provider(alias, classification)
-        if provider is None:
-            self.attempts.append(Attempt(alias, "not_configured"))
+        own = dispatcher.models[alias].timeout_s
+        permit = dispatcher.breakers[alias].acquire()
+        if permit is None:
+            self.attempts.append(Attempt(alias, CIRCUIT_OPEN))
             return None
         try:
             await hooks.begin(alias)
         except BudgetExhausted as exc:
             # A cheaper (or free) fallback may still fit the budget.
-            self.attempts.append(Attempt(alias, "budget"))
+            dispatcher.breakers[alias].neutral(permit)
+            self.attempts.append(Attempt(alias, BUDGET))
             self.budget = exc
             return None
-        return provider
+        except BaseException:
+            dispatcher.breakers[alias].neutral(permit)
+            raise
+        self.calls += 1
+        return _Entry(provider, permit, min(own, remaining), remaining < own)
 
-    def failed(self, alias: str, exc: UpstreamError) -> None:
+    def failed(self, alias: str, entry: _Entry, exc: UpstreamError) -> None:
         """Record a failed attempt; raise when the failure must not fall back."""
         self.attempts.append(Attempt(alias, exc.kind))
-        if exc.kind == "timeout" and time.monotonic() >= self.deadline:
+        breaker = self.dispatcher.breakers[alias]
+        if exc.kind == "timeout" and (entry.capped or time.monotonic() >= self.deadline):
+            breaker.neutral(entry.permit)
             raise DeadlineExceeded(f"the deadline expired while model {alias!r} was answering")
         if not exc.retryable:
+            # The model answered; the request is what is wrong, and another model would
+            # reject it too.
+            breaker.neutral(entry.permit)
             raise UpstreamRejected(
                 f"model {alias!r} rejected the request: {exc.message}",
                 status=exc.status or 400,
                 model=alias,
             )
+        breaker.failure(entry.permit)
         log.warning("model %s failed (%s); trying the next candidate", alias, exc.kind)
         self.last = exc
 
     def give_up(self) -> Exception:
         if self.budget is not None and self.last is None:
             return self.budget
-        tried = ", ".join(a.model for a in self.attempts) or "none"
-        detail = f": {self.last.message}" if self.last is not None else ""
-        return Unavailable(f"no model could answer (tried {tried}){detail}", models=tried)
+        tried = ", ".join(f"{a.model}: {a.error}" for a in self.attempts) or "no candidate"
+        capped = (
+            f"; stopped after {self.calls} calls (dispatch.max_attempts)"
+            if not self.may_call()
+            else ""
+        )
+        detail = f"; last error: {self.last.message}" if self.last is not None else ""
+        return Unavailable(
+            f"no model could answer ({tried}){capped}{detail}",
+            models=",".join(a.model for a in self.attempts),
+        )
 
 
 class Dispatcher:
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock = time.monotonic,
+        providers: Mapping[str, Provider] | None = None,
+    ) -> None:
+        """`providers` replaces building adapters from the catalogue (benchmarks, in-memory
+        tests); it still passes the air-gap filter below."""
         self.models: Mapping[str, ModelConfig] = config.models
-        self._max_attempts = config.dispatch.max_attempts
-        self._providers: dict[str, Provider] = {}
+        self.max_attempts = config.dispatch.max_attempts
+        self.breakers = Breakers(
+            config.models,
+            failures=config.dispatch.breaker_failures,
+            cooldown_s=config.dispatch.breaker_cooldown_s,
+            clock=clock,
+        )
+        self.providers: dict[str, Provider] = {}
         self.unavailable: dict[str, str] = {}
         for alias, model in config.models.items():
+            if config.airgapped and model.location == "cloud":
+                # The config refuses this at load; a config built another way must still never
+                # get a client that could open a connection out of the cluster.
+                self.unavailable[alias] = "cloud model in air-gapped mode"
+                log.error("model %s is a cloud model in air-gapped mode; not created", alias)
+                continue
+            if providers is not None:
+                if alias in providers:
+                    self.providers[alias] = providers[alias]
+                continue
             try:
-                self._providers[alias] = build_provider(alias, model)
+                self.providers[alias] = build_provider(alias, model)
             except LookupError as exc:
                 self.unavailable[alias] = str(exc)
                 log.warning("model %s is unavailable: %s", alias, exc)
 
     def healthy(self, alias: str) -> bool:
-        return alias in self._providers
+        """Configured and its breaker lets a call through (closed, or cooled down for a probe)."""
+        return alias in self.providers and self.breakers.available(alias)
 
     async def aclose(self) -> None:
-        for provider in self._providers.values():
+        for provider in self.providers.values():
             await provider.aclose()
 
-    def provider(self, alias: str, classification: Level) -> Provider | None:
-        reason = violation(alias, self.models[alias], classification)
+    def check(self, alias: str, classification: Level) -> None:
+        """Raise unless `alias` is in the catalogue and cleared for `classification`.
+
+        Unreachable when the pipeline enforced first; kept as the last line of defence, so it
+        refuses (fails the request) rather than skipping to the next candidate."""
+        model = self.models.get(alias)
+        if model is None:
+            raise PermissionDenied(
+                f"model {alias!r} is not in the catalogue", reason="UNKNOWN_MODEL", model=alias
+            )
+        reason = violation(alias, model, classification)
         if reason is not None:
-            # Unreachable when the pipeline enforced first; kept as the last line of defence.
-            raise PermissionDenied(reason, reason="DATA_RESIDENCY", model=alias)
-        return self._providers.get(alias)
+            log.error("dispatch refused model %s for %s content", alias, classification.name)
+            raise PermissionDenied(
+                reason, reason="DATA_RESIDENCY", model=alias, classification=classification.name
+            )
+
+    def provider(self, alias: str, classification: Level) -> Provider | None:
+        """The cleared provider of `alias` (None when it is not configured)."""
+        self.check(alias, classification)
+        return self.providers.get(alias)
 
     async def chat(
         self,
@@ -182,20 +277,25 @@ class Dispatcher:
         deadline: float,
         hooks: AttemptHooks = NO_HOOKS,
     ) -> Answer:
-        walk = _Chain(self, deadline)
-        for alias in chain[: self._max_attempts]:
-            provider = await walk.enter(alias, classification, hooks)
-            if provider is None:
+        walk = _Chain(self, classification, deadline)
+        for alias in chain:
+            if not walk.may_call():
+                break
+            entry = await walk.enter(alias, hooks)
+            if entry is None:
                 continue
+            breaker = self.breakers[alias]
             try:
-                result = await provider.chat(params, timeout=walk.timeout(alias))
+                result = await entry.provider.chat(params, timeout=entry.timeout)
             except UpstreamError as exc:
                 await hooks.fail(alias, exc)
-                walk.failed(alias, exc)
+                walk.failed(alias, entry, exc)
                 continue
             except BaseException as exc:
+                breaker.neutral(entry.permit)
                 await hooks.fail(alias, exc)
                 raise
+            breaker.success(entry.permit)
             await hooks.succeed(alias, result.usage)
             walk.attempts.append(Attempt(alias, None))
             return Answer(result, alias, tuple(walk.attempts))
@@ -209,23 +309,39 @@ class Dispatcher:
         deadline: float,
         hooks: AttemptHooks = NO_HOOKS,
     ) -> AsyncIterator[StreamPiece]:
-        """Falls back only until the first chunk has been handed to the caller."""
-        walk = _Chain(self, deadline)
-        for alias in chain[: self._max_attempts]:
-            provider = await walk.enter(alias, classification, hooks)
-            if provider is None:
+        """Falls back only until the first chunk has been handed to the caller; after that a
+        failure ends the stream with `Unavailable` (or `DeadlineExceeded`)."""
+        walk = _Chain(self, classification, deadline)
+        for alias in chain:
+            if not walk.may_call():
+                break
+            entry = await walk.enter(alias, hooks)
+            if entry is None:
                 continue
+            breaker = self.breakers[alias]
             settled = False
+            judged = False  # the breaker has heard how this attempt went
             error: BaseException | None = None
             try:
                 # aclosing: an abandoned stream closes its upstream connection at once.
-                async with aclosing(provider.stream(params, timeout=walk.timeout(alias))) as chunks:
+                async with aclosing(entry.provider.stream(params, timeout=entry.timeout)) as chunks:
                     try:
                         first = await anext(chunks)
+                    except StopAsyncIteration:
+                        first = None
                     except UpstreamError as exc:
                         error = exc
-                        walk.failed(alias, exc)
+                        judged = True
+                        walk.failed(alias, entry, exc)
                         continue
+                    if first is None:
+                        error = UpstreamError("protocol", "the stream ended before any chunk")
+                        judged = True
+                        walk.failed(alias, entry, error)
+                        continue
+                    # A first chunk means the model serves, whatever happens later.
+                    breaker.success(entry.permit)
+                    judged = True
                     walk.attempts.append(Attempt(alias, None))
                     done = tuple(walk.attempts)
                     chunk = first
@@ -240,16 +356,19 @@ class Dispatcher:
                         return
                     except UpstreamError as exc:
                         error = exc
-                        if exc.kind == "timeout" and time.monotonic() >= deadline:
+                        if exc.kind == "timeout" and (entry.capped or time.monotonic() >= deadline):
                             raise DeadlineExceeded(
                                 f"the deadline expired while model {alias!r} was streaming"
                             ) from None
+                        breaker.failure(Permit(alias, probe=False))
                         raise Unavailable(
                             f"model {alias!r} failed after the stream started: {exc.message}",
                             models=alias,
                         ) from None
             except BaseException as exc:
-                error = exc
+                error = error or exc
+                if not judged:
+                    breaker.neutral(entry.permit)
                 raise
             finally:
                 if not settled:

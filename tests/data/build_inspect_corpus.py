@@ -4,7 +4,7 @@ Run `python tests/data/build_inspect_corpus.py` to regenerate (deterministic: fi
 Each line: {"id", "text", "expect": {detector id: count}, "kind": "positive" | "negative"}.
 Check digits (Luhn, mod-97) are computed here independently of gateway/inspect so that the
 corpus does not share code with what it measures. Detector ids `dict.codenames` and
-`regex.case_id` need the config in CORPUS_CONFIG (bench/eval_inspect.py uses it).
+`regex.case_id` need the inspection config in inspect_corpus_config.json.
 """
 
 from __future__ import annotations
@@ -14,11 +14,6 @@ import json
 import random
 import string
 from pathlib import Path
-
-CORPUS_CONFIG = {
-    "dictionaries": [{"id": "codenames", "level": "CONFIDENTIAL", "terms": ["Project Falcon", "Bluebird"]}],
-    "patterns": [{"id": "case_id", "level": "INTERNAL", "regex": r"\bCASE-[0-9]{6}\b"}],
-}
 
 rng = random.Random(20240604)
 ALNUM = string.ascii_letters + string.digits

@@ -1,7 +1,8 @@
 """API keys and mutual TLS over real TLS on loopback, with certificates made by the test.
 
-The server is a small grpc.aio server whose handler calls the real `Authenticator`, with the
-real `server_credentials`; the TLS stack, the metadata and the peer's auth context are gRPC's.
+The server is the real gateway (`gateway.server`), with its TLS credentials, its service edge
+and its Authenticator; the probe is the `Route` dry run, whose context names the tenant the
+gateway authenticated. No model is called.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,21 +22,18 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway.auth import (
-    API_KEY_FAILURE,
-    MTLS_FAILURE,
-    Authenticator,
-    hash_key,
-    server_credentials,
-)
+from gateway.auth import API_KEY_FAILURE, MTLS_FAILURE, hash_key
 from gateway.config import Config, parse_config
 from gateway.errors import Unauthenticated
+from gateway.server import Gateway, start
+from gateway.v1 import gateway_pb2 as pb
+from gateway.v1 import gateway_pb2_grpc
+from tests.harness import TEST_POLICY
 
 pytestmark = pytest.mark.integration
 
-METHOD = "/celgate.test.Who/Am"
 MODELS = {
-    "m": {
+    "local": {
         "provider": "ollama",
         "upstream_model": "x",
         "base_url": "http://127.0.0.1:11434",
@@ -139,55 +137,53 @@ def make_config(pki: PKI, auth: dict[str, Any], *, client_ca: bool = False) -> C
     if client_ca:
         tls["client_ca_file"] = "ca.crt"
     data = {
-        "server": {"listen": "0.0.0.0:50051", "tls": tls},
+        "server": {"listen": "127.0.0.1:0", "tls": tls},
         "auth": auth,
         "models": MODELS,
-        "default_model": "m",
+        "default_model": "local",
+        "policy": {"dir": str(TEST_POLICY), "watch": False},
+        "ledger": {"path": "ledger.db"},
     }
     return parse_config(data, source="test.yaml", base_dir=pki.dir)
 
 
 @dataclass
 class Running:
-    port: int
-    authenticator: Authenticator
-    calls: list[str]
+    gateway: Gateway
+    calls: list[str]  # every authentication the gateway made: a tenant or "refused"
+
+    @property
+    def port(self) -> int:
+        return self.gateway.port
 
 
 @pytest.fixture
 async def serve() -> AsyncIterator[Callable[[Config], Any]]:
-    servers: list[grpc.aio.Server] = []
+    gateways: list[Gateway] = []
 
-    async def start(config: Config) -> Running:
-        authenticator = Authenticator.from_config(config)
+    async def start_gateway(config: Config) -> Running:
+        gateway = await start(config)
+        gateways.append(gateway)
         calls: list[str] = []
+        authenticate = gateway.authenticator.authenticate
 
-        async def who(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        def recording(
+            metadata: Sequence[tuple[str, str | bytes]], context: Mapping[str, Iterable[bytes]]
+        ) -> str:
             try:
-                tenant = authenticator.authenticate(
-                    context.invocation_metadata() or (), context.auth_context()
-                )
-            except Unauthenticated as exc:
+                tenant = authenticate(metadata, context)
+            except Unauthenticated:
                 calls.append("refused")
-                await context.abort(grpc.StatusCode.UNAUTHENTICATED, exc.message)
+                raise
             calls.append(tenant)
-            return tenant.encode()
+            return tenant
 
-        handler = grpc.method_handlers_generic_handler(
-            "celgate.test.Who", {"Am": grpc.unary_unary_rpc_method_handler(who)}
-        )
-        server = grpc.aio.server()
-        server.add_generic_rpc_handlers((handler,))
-        credentials = server_credentials(config)
-        assert credentials is not None
-        port = server.add_secure_port("127.0.0.1:0", credentials)
-        await server.start()
-        servers.append(server)
-        return Running(port, authenticator, calls)
+        gateway.authenticator.authenticate = recording  # type: ignore[method-assign]
+        return Running(gateway, calls)
 
-    yield start
-    for server in servers:
-        await server.stop(None)
+    yield start_gateway
+    for gateway in gateways:
+        await gateway.stop(grace=0)
 
 
 async def call(
@@ -198,17 +194,18 @@ async def call(
     client: Issued | None = None,
     ca: bytes | None = None,
 ) -> str:
+    """The tenant the gateway authenticated for a Route call with these credentials."""
     credentials = grpc.ssl_channel_credentials(
         root_certificates=ca or pki.ca.cert_pem,
         private_key=client.key_pem if client else None,
         certificate_chain=client.cert_pem if client else None,
     )
     metadata = (("authorization", f"Bearer {key}"),) if key is not None else None
+    request = pb.RouteRequest(messages=[pb.Message(role=pb.ROLE_USER, content="who am I?")])
     async with grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
-        method = channel.unary_unary(METHOD)
-        reply = await method(b"", metadata=metadata, timeout=10)
-    assert isinstance(reply, bytes)
-    return reply.decode()
+        stub = gateway_pb2_grpc.GatewayServiceStub(channel)
+        reply = await stub.Route(request, metadata=metadata, timeout=10)
+    return str(reply.context.tenant)
 
 
 async def status_of(pki: PKI, port: int, **kwargs: Any) -> tuple[grpc.StatusCode, str]:
@@ -248,7 +245,7 @@ async def test_revoked_key_stops_working_after_reload(pki: PKI, serve: Any) -> N
     assert await call(pki, server.port, key=KEY_A) == "team-a"
 
     # The Secret is updated without team-a's key; the gateway reloads its config.
-    server.authenticator.reload(make_config(pki, keys_auth(pki, ("team-b", KEY_B))))
+    server.gateway.reload_access(make_config(pki, keys_auth(pki, ("team-b", KEY_B))))
     assert await status_of(pki, server.port, key=KEY_A) == (
         grpc.StatusCode.UNAUTHENTICATED,
         API_KEY_FAILURE,
@@ -307,12 +304,14 @@ async def test_renewed_server_certificate_is_served_without_restart(pki: PKI, se
         (renewal_dir / name).write_bytes((pki.dir / name).read_bytes())
     data = {
         "server": {
-            "listen": "127.0.0.1:1",
+            "listen": "127.0.0.1:0",
             "tls": {"cert_file": "tls.crt", "key_file": "tls.key", "client_ca_file": "ca.crt"},
         },
         "auth": mtls_auth(),
         "models": MODELS,
-        "default_model": "m",
+        "default_model": "local",
+        "policy": {"dir": str(TEST_POLICY), "watch": False},
+        "ledger": {"path": "ledger.db"},
     }
     server = await serve(parse_config(data, source="t.yaml", base_dir=renewal_dir))
     assert await call(pki, server.port, client=pki.known) == "team-a"

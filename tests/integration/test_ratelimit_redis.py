@@ -15,10 +15,9 @@ import redis
 
 from gateway.errors import RateLimited, Unavailable
 from gateway.ratelimit import Limits, RedisRateLimiter
-from tests.support.redis_server import RedisServer, redis_server
+from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
-__all__ = ["redis_server"]  # the fixture, imported so pytest finds it
 
 ROOT = Path(__file__).resolve().parents[2]
 T0 = 1_700_000_000.0
