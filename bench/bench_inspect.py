@@ -13,9 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gateway.config import InspectionConfig  # noqa: E402
-from gateway.inspect import Inspector  # noqa: E402
-from gateway.providers.base import ChatMessage, ChatParams  # noqa: E402
+from gateway.config import InspectionConfig
+from gateway.inspect import Inspector
+from gateway.providers.base import ChatMessage, ChatParams
 
 PROSE = (
     "We are migrating the billing service to the new cluster next quarter. The team reviewed "
@@ -64,7 +64,10 @@ def main() -> None:
     started = time.perf_counter()
     inspector = Inspector(InspectionConfig())
     print(f"Inspector build (Hyperscan compile): {(time.perf_counter() - started) * 1e3:.0f} ms")
-    for label, size, seconds, target in (("2 KB", 2048, 2.0, 30.0), ("100 KB", 102_400, 2.0, 1000.0)):
+    for label, size, seconds, target in (
+        ("2 KB", 2048, 2.0, 30.0),
+        ("100 KB", 102_400, 2.0, 1000.0),
+    ):
         params = prompt(size)
         p50, p99, n = measure(inspector, params, seconds)
         findings = ", ".join(f"{f.detector}x{f.count}" for f in inspector.inspect(params).findings)

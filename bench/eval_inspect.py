@@ -88,7 +88,10 @@ def main() -> int:
         if validated(detector) and (s.recall < RECALL_TARGET or s.precision < PRECISION_TARGET):
             failed.append(detector)
             flag = "  BELOW TARGET"
-        print(f"{detector:<26} {s.tp:>4} {s.fp:>4} {s.fn:>4} {s.precision:>10.3f} {s.recall:>7.3f}{flag}")
+        print(
+            f"{detector:<26} {s.tp:>4} {s.fp:>4} {s.fn:>4} "
+            f"{s.precision:>10.3f} {s.recall:>7.3f}{flag}"
+        )
         # Sample ids only: the corpus is synthetic, but the habit is never to print values.
         if s.misses:
             print(f"{'':<26} missed in: {', '.join(s.misses[:8])}")
@@ -101,7 +104,10 @@ def main() -> int:
     )
     print(f"{'(all detectors)':<26} {total.tp:>4} {total.fp:>4} {total.fn:>4} "
           f"{total.precision:>10.3f} {total.recall:>7.3f}")  # fmt: skip
-    print(f"targets on validated detectors: recall >= {RECALL_TARGET}, precision >= {PRECISION_TARGET}")
+    print(
+        f"targets on validated detectors: recall >= {RECALL_TARGET}, "
+        f"precision >= {PRECISION_TARGET}"
+    )
     if failed:
         print("below target: " + ", ".join(failed))
         return 1

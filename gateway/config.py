@@ -210,6 +210,21 @@ class LedgerConfig(_Strict):
         return self
 
 
+class TelemetryConfig(_Strict):
+    """Traces and metrics are configured by the standard OTEL_* environment variables (nothing
+    is exported unless an OTLP endpoint is set); these are the settings they do not cover."""
+
+    # Seconds stop() waits to flush buffered spans and metrics: a dead collector never holds
+    # the shutdown longer than this.
+    shutdown_timeout_s: float = Field(default=5.0, ge=0)
+
+
+class AuditConfig(_Strict):
+    # The decision log, one JSON line per request: "stdout", "off", or a file path appended to
+    # (relative paths are relative to the config file).
+    decision_log: str = Field(default="stdout", min_length=1)
+
+
 # Tenant names end up in metric labels, Redis keys and the decision log: keep them plain.
 TENANT_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 TenantName = Annotated[str, Field(pattern=TENANT_PATTERN)]
@@ -268,6 +283,8 @@ class Config(_Strict):
     dispatch: DispatchConfig = Field(default_factory=DispatchConfig)
     budgets: list[BudgetConfig] = Field(default_factory=list)
     ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     # Directory the config file lives in; relative paths resolve against it.
     base_dir: Path = Field(default=Path("."), exclude=True)
 

@@ -2,6 +2,8 @@
 stages take and return plain values, so each is testable without a server.
 
 inspect -> snapshot budget -> decide -> enforce -> (rate limit, reserve) -> dispatch -> settle
+-> record: each RPC carries an `Observation` (telemetry.py) that the stages report to; it holds
+no content, only what the decision log and the spans may show.
 """
 
 from __future__ import annotations
@@ -9,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +20,7 @@ from gateway.budget import Ledger
 from gateway.budget.charging import Charger
 from gateway.config import Config
 from gateway.convert import GatewayRequest
-from gateway.enforce import Dropped, enforce
+from gateway.enforce import Dropped, enforce, refusal
 from gateway.errors import InternalError, InvalidRequest, NoPolicy, PermissionDenied
 from gateway.inspect import Inspection, Inspector
 from gateway.levels import Level
@@ -28,6 +29,7 @@ from gateway.pricing import Pricing
 from gateway.providers.base import ChatParams, ChatResult, Chunk, Usage
 from gateway.providers.dispatch import Dispatcher
 from gateway.ratelimit import TenantRateLimiter
+from gateway.telemetry import Observation
 from gateway.v1 import gateway_pb2 as pb
 from gateway.v1 import policy_pb2
 
@@ -151,6 +153,8 @@ class Pipeline:
         budget: policy_pb2.BudgetState,
         now: datetime,
     ) -> tuple[policy_pb2.RouteDecision, str, str]:
+        """The policy's decision, with the serving policy's name and revision; a deny is
+        returned too (so it can be recorded) and refused by `check_denied`."""
         policy = self.policies.current
         if policy is None:
             raise NoPolicy("no routing policy is loaded; see the gateway log for why")
@@ -164,22 +168,32 @@ class Pipeline:
                 policy=policy.name,
                 revision=policy.revision,
             ) from None
-        if decision.deny:
-            raise PermissionDenied(
-                decision.reason or f"denied by policy {policy.name!r}",
-                reason="POLICY_DENIED",
-                rule=decision.rule,
-                policy=policy.name,
-            )
         return decision, policy.name, policy.revision
 
-    async def plan(self, request: GatewayRequest) -> Plan:
+    @staticmethod
+    def check_denied(decision: policy_pb2.RouteDecision, policy_name: str) -> None:
+        if decision.deny:
+            raise PermissionDenied(
+                decision.reason or f"denied by policy {policy_name!r}",
+                reason="POLICY_DENIED",
+                rule=decision.rule,
+                policy=policy_name,
+            )
+
+    async def plan(self, request: GatewayRequest, observation: Observation) -> Plan:
         if request.preferred_model and request.preferred_model not in self.config.models:
             known = ", ".join(sorted(self.config.models))
             raise InvalidRequest(
                 "preferred_model", f"unknown model {request.preferred_model!r}; known: {known}"
             )
         inspection = self.inspect(request)
+        observation.inspected(
+            inspection.classification,
+            inspection.declared,
+            inspection.detectors,
+            task_type_name(inspection.task_type),
+            inspection.complexity,
+        )
         tenant = self.config.tenant_config(request.tenant)
         ceiling = tenant.max_declared_classification
         if ceiling is not None and inspection.classification > ceiling:
@@ -191,21 +205,39 @@ class Pipeline:
         now = self._clock()
         context = self.context(request, inspection)
         budget = await self.ledger.snapshot(request.tenant, request.labels, now)
+        observation.budget(budget)
         decision, policy_name, revision = self.decide(context, budget, now)
+        observation.decided(policy_name, revision, decision.rule)
+        self.check_denied(decision, policy_name)
+        candidates = [decision.model, *decision.fallbacks]
+        # Each candidate's verdict for the decision log, also when enforcement refuses the
+        # request below (its exception names only the first refusal).
+        observation.considered(
+            [
+                (
+                    alias,
+                    refusal(
+                        alias, self.config.models, inspection.classification, tenant.allowed_models
+                    ),
+                )
+                for alias in dict.fromkeys(candidates)
+            ]
+        )
         enforced = enforce(
-            [decision.model, *decision.fallbacks],
+            candidates,
             self.config.models,
             inspection.classification,
             allowed=tenant.allowed_models,
             on_violation=self.config.enforcement.on_violation,
             reroute_order=self.config.enforcement.reroute_order,
         )
+        observation.enforced(enforced.chain, enforced.rerouted_from)
         params = request.params
         if decision.max_output_tokens > 0:
             cap = decision.max_output_tokens
             params = dataclasses.replace(params, max_tokens=min(params.max_tokens or cap, cap))
         return Plan(
-            decision_id=uuid.uuid4().hex,
+            decision_id=observation.decision_id,
             request=request,
             params=params,
             inspection=inspection,
@@ -251,9 +283,12 @@ class Pipeline:
             task_type=task_type_name(plan.inspection.task_type),
         )
 
-    async def route(self, request: GatewayRequest) -> tuple[Plan, pb.RouteInfo]:
+    async def route(
+        self, request: GatewayRequest, observation: Observation
+    ) -> tuple[Plan, pb.RouteInfo]:
         """The dry run: the decision and the estimated cost of the first candidate."""
-        plan = await self.plan(request)
+        plan = await self.plan(request, observation)
+        observation.routed(plan.chain[0])
         estimate = self._charger(plan).estimate(plan.chain[0])
         return plan, self.route_info(plan, plan.chain[0], cost=estimate)
 
@@ -272,14 +307,16 @@ class Pipeline:
             await self.limiter.correct(plan.request.tenant, actual - estimate)
 
     async def chat(
-        self, request: GatewayRequest, deadline: float
+        self, request: GatewayRequest, deadline: float, observation: Observation
     ) -> tuple[ChatResult, pb.RouteInfo]:
-        plan = await self.plan(request)
+        plan = await self.plan(request, observation)
         estimate = await self._admit(plan)
         charger = self._charger(plan)
         answer = await self.dispatcher.chat(
-            plan.chain, plan.params, plan.classification, deadline, charger
+            plan.chain, plan.params, plan.classification, deadline, observation.hooks(charger)
         )
+        result = answer.result
+        observation.answered(answer.model, result.response_model, result.finish_reason)
         await self._correct(plan, estimate, answer.result.usage)
         route = self.route_info(
             plan, answer.model, attempts=len(answer.attempts), cost=charger.cost_usd
@@ -287,17 +324,19 @@ class Pipeline:
         return answer.result, route
 
     async def stream(
-        self, request: GatewayRequest, deadline: float
+        self, request: GatewayRequest, deadline: float, observation: Observation
     ) -> AsyncIterator[tuple[Chunk, pb.RouteInfo | None]]:
         """Yields each chunk; the one that carries the finish reason also carries the route."""
-        plan = await self.plan(request)
+        plan = await self.plan(request, observation)
         estimate = await self._admit(plan)
         charger = self._charger(plan)
         async for piece in self.dispatcher.stream(
-            plan.chain, plan.params, plan.classification, deadline, charger
+            plan.chain, plan.params, plan.classification, deadline, observation.hooks(charger)
         ):
             route = None
-            if piece.chunk.finish_reason is not None:
+            finish_reason = piece.chunk.finish_reason
+            if finish_reason is not None:
+                observation.answered(piece.model, piece.chunk.response_model, finish_reason)
                 await self._correct(plan, estimate, piece.chunk.usage)
                 route = self.route_info(
                     plan, piece.model, attempts=len(piece.attempts), cost=charger.cost_usd

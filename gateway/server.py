@@ -31,6 +31,7 @@ from gateway.pricing import Pricing
 from gateway.providers.dispatch import Dispatcher
 from gateway.ratelimit import TenantRateLimiter, open_rate_limiter
 from gateway.service import GatewayService
+from gateway.telemetry import Telemetry
 from gateway.v1 import gateway_pb2, gateway_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class Gateway:
     pipeline: Pipeline
     authenticator: Authenticator
     limiter: TenantRateLimiter
+    telemetry: Telemetry
     port: int
     _stop_watch: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -83,6 +85,8 @@ class Gateway:
         await self.pipeline.dispatcher.aclose()
         await self.pipeline.ledger.aclose()
         await self.limiter.aclose()
+        # Flushing may wait on the collector (bounded): keep the loop free meanwhile.
+        await asyncio.to_thread(self.telemetry.shutdown)
 
 
 def _load_policy(store: PolicyStore) -> None:
@@ -93,7 +97,11 @@ def _load_policy(store: PolicyStore) -> None:
         log.error("no valid routing policy, health stays NOT_SERVING:\n%s", exc)
 
 
-async def start(config: Config) -> Gateway:
+async def start(config: Config, telemetry: Telemetry | None = None) -> Gateway:
+    """Start serving. `telemetry` defaults to what the OTEL_* environment and the config's
+    `audit` section ask for (tests pass in-memory exporters)."""
+    if telemetry is None:
+        telemetry = Telemetry.from_config(config)
     options = [
         ("grpc.max_receive_message_length", config.server.max_message_bytes),
         ("grpc.max_send_message_length", config.server.max_message_bytes),
@@ -110,12 +118,14 @@ async def start(config: Config) -> Gateway:
 
     policies = PolicyStore(config.resolve(config.policy.dir))
     _load_policy(policies)
+    if policies.last_error is not None:
+        telemetry.policy_changed(None, policies.last_error)
     pricing = Pricing.from_config(config)
     ledger = await open_ledger(config)
     limiter = open_rate_limiter(config)
     pipeline = Pipeline(config, Dispatcher(config), policies, limiter, ledger, pricing)
     authenticator = Authenticator.from_config(config)
-    service = GatewayService(pipeline, authenticator)
+    service = GatewayService(pipeline, authenticator, telemetry)
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(service, server)
 
     credentials = server_credentials(config)
@@ -126,13 +136,16 @@ async def start(config: Config) -> Gateway:
     if port == 0:
         raise OSError(f"cannot listen on {config.server.listen}")
     await server.start()
-    gateway = Gateway(config, server, health_servicer, pipeline, authenticator, limiter, port)
+    gateway = Gateway(
+        config, server, health_servicer, pipeline, authenticator, limiter, telemetry, port
+    )
 
     loop = asyncio.get_running_loop()
 
     def on_policy_change(policy: CompiledPolicy | None, error: str | None) -> None:
         # Called from the reload thread; health is updated on the loop.
         asyncio.run_coroutine_threadsafe(gateway.set_serving(policy is not None), loop)
+        telemetry.policy_changed(policy, error)
 
     policies.on_change = on_policy_change
     if config.policy.watch:
@@ -143,9 +156,9 @@ async def start(config: Config) -> Gateway:
 
 
 @asynccontextmanager
-async def running(config: Config) -> AsyncIterator[Gateway]:
+async def running(config: Config, telemetry: Telemetry | None = None) -> AsyncIterator[Gateway]:
     """Start a gateway for the duration of a block (tests, benchmarks)."""
-    gateway = await start(config)
+    gateway = await start(config, telemetry)
     try:
         yield gateway
     finally:

@@ -3,6 +3,7 @@ pipeline's typed errors to gRPC status codes (DESIGN.md, "Errors at the edge")."
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import NoReturn, TypeVar
@@ -22,12 +23,16 @@ from gateway.convert import (
     to_gateway_request,
 )
 from gateway.pipeline import Pipeline, deadline_from
+from gateway.telemetry import Observation, Telemetry
 from gateway.v1 import gateway_pb2 as pb
 from gateway.v1 import gateway_pb2_grpc
 
 log = logging.getLogger(__name__)
 
 DOMAIN = "celgate"
+# Response trailer with the decision id (also RouteInfo.decision_id), on success and failure:
+# the key to the request's decision-log line.
+DECISION_TRAILER = "celgate-decision-id"
 
 _UPSTREAM_STATUS = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
@@ -95,70 +100,122 @@ def to_status(error: errors.GatewayError) -> grpc.Status:
 T = TypeVar("T")
 
 
-async def _abort(context: grpc.aio.ServicerContext, error: errors.GatewayError) -> NoReturn:
-    log.info("request failed: %s (%s)", error.reason, status_code(error).name)
-    await context.abort_with_status(to_status(error))
-    raise AssertionError("abort_with_status returns only by raising")  # pragma: no cover
+async def _abort(
+    context: grpc.aio.ServicerContext, error: errors.GatewayError, observation: Observation
+) -> NoReturn:
+    code = status_code(error)
+    log.info("request failed: %s (%s)", error.reason, code.name)
+    observation.finish(code, error)
+    status = to_status(error)
+    # abort replaces trailers set earlier: the decision id goes with the status details.
+    trailers = (*status.trailing_metadata, (DECISION_TRAILER, observation.decision_id))
+    await context.abort(status.code, status.details, trailers)
+    raise AssertionError("abort returns only by raising")  # pragma: no cover
+
+
+def _outcome(exc: BaseException) -> grpc.StatusCode:
+    """The status of an RPC that ended with something other than a GatewayError: a caller
+    that went away, or a bug (grpc answers UNKNOWN)."""
+    if isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
 
 
 class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
-    def __init__(self, pipeline: Pipeline, authenticator: Authenticator) -> None:
+    def __init__(
+        self, pipeline: Pipeline, authenticator: Authenticator, telemetry: Telemetry
+    ) -> None:
         self.pipeline = pipeline
         self.authenticator = authenticator
+        self.telemetry = telemetry
 
     def _tenant(self, context: grpc.aio.ServicerContext) -> str:
         return self.authenticator.authenticate(
             context.invocation_metadata() or (), context.auth_context()
         )
 
+    def _observe(
+        self, method: str, context: grpc.aio.ServicerContext, *, audited: bool = True
+    ) -> Observation:
+        observation = self.telemetry.observe(
+            method, context.invocation_metadata() or (), audited=audited
+        )
+        if audited:
+            context.set_trailing_metadata(((DECISION_TRAILER, observation.decision_id),))
+        return observation
+
     def _request(
-        self, request: AnyChatRequest, context: grpc.aio.ServicerContext, *, streaming: bool
+        self,
+        request: AnyChatRequest,
+        context: grpc.aio.ServicerContext,
+        observation: Observation,
+        *,
+        streaming: bool,
     ) -> GatewayRequest:
         tenant = self._tenant(context)
+        observation.authenticated(tenant)
         return to_gateway_request(
             request, self.pipeline.config.limits, tenant=tenant, streaming=streaming
         )
 
     async def _guard(
-        self, context: grpc.aio.ServicerContext, call: Callable[[], Awaitable[T]]
+        self,
+        context: grpc.aio.ServicerContext,
+        observation: Observation,
+        call: Callable[[], Awaitable[T]],
     ) -> T:
         try:
-            return await call()
+            result = await call()
         except errors.GatewayError as error:
-            await _abort(context, error)
+            await _abort(context, error, observation)
+        except BaseException as exc:
+            observation.finish(_outcome(exc), exc)
+            raise
+        observation.finish(grpc.StatusCode.OK)
+        return result
 
     async def Chat(
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
     ) -> pb.ChatResponse:
+        observation = self._observe("Chat", context)
+
         async def run() -> pb.ChatResponse:
-            req = self._request(request, context, streaming=False)
+            req = self._request(request, context, observation, streaming=False)
             deadline = deadline_from(
                 context.time_remaining(), self.pipeline.config.server.default_deadline_s
             )
-            result, route = await self.pipeline.chat(req, deadline)
+            result, route = await self.pipeline.chat(req, deadline, observation)
             return chat_response_pb(result, route)
 
-        return await self._guard(context, run)
+        return await self._guard(context, observation, run)
 
     async def ChatStream(
         self, request: pb.ChatStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ChatStreamResponse]:
+        observation = self._observe("ChatStream", context)
         try:
-            req = self._request(request, context, streaming=True)
+            req = self._request(request, context, observation, streaming=True)
             deadline = deadline_from(
                 context.time_remaining(), self.pipeline.config.server.default_deadline_s
             )
-            async for chunk, route in self.pipeline.stream(req, deadline):
+            async for chunk, route in self.pipeline.stream(req, deadline, observation):
                 yield stream_response_pb(chunk, route)
         except errors.GatewayError as error:
-            await _abort(context, error)
+            await _abort(context, error, observation)
+        except BaseException as exc:
+            observation.finish(_outcome(exc), exc)
+            raise
+        # The SERVER span ends when the stream does.
+        observation.finish(grpc.StatusCode.OK)
 
     async def Route(
         self, request: pb.RouteRequest, context: grpc.aio.ServicerContext
     ) -> pb.RouteResponse:
+        observation = self._observe("Route", context)
+
         async def run() -> pb.RouteResponse:
-            req = self._request(request, context, streaming=False)
-            plan, route = await self.pipeline.route(req)
+            req = self._request(request, context, observation, streaming=False)
+            plan, route = await self.pipeline.route(req, observation)
             candidates = [pb.Candidate(model=m, allowed=True) for m in plan.chain]
             candidates += [
                 pb.Candidate(model=d.model, allowed=False, reason=d.reason) for d in plan.dropped
@@ -175,13 +232,15 @@ class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
                 candidates=candidates,
             )
 
-        return await self._guard(context, run)
+        return await self._guard(context, observation, run)
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
+        observation = self._observe("ListModels", context, audited=False)
+
         async def run() -> pb.ListModelsResponse:
-            self._tenant(context)
+            observation.authenticated(self._tenant(context))
             return pb.ListModelsResponse(models=list(self.pipeline.model_infos().values()))
 
-        return await self._guard(context, run)
+        return await self._guard(context, observation, run)

@@ -58,3 +58,6 @@ class Charger:
         cost = self._pricing.cost(alias, usage) if usage is not None else held.amount_usd
         await self._ledger.settle(held, cost, alias, self._task_type)
         self.cost_usd = cost
+
+    def skipped(self, alias: str, reason: str) -> None:
+        """Nothing was reserved for a candidate skipped before its budget stage."""

@@ -167,17 +167,34 @@ class Vocabulary:
             scratch = self._local.scratch = hyperscan.Scratch(self._database)
         # One scan: user text first, so a cue's first (and only) report lands in the user part
         # whenever the user message has it.
-        split = len(user)
         found: list[tuple[int, int]] = []
+        self._database.scan(
+            user + b"\n" + system,
+            match_event_handler=_collect,
+            context=found,
+            scratch=scratch,
+        )
+        if not found:
+            return _NO_CUES
+        split = len(user)
+        groups = self._groups
+        in_user: set[str] = set()
+        in_system: set[str] = set()
+        distinct = 0
+        for pattern, end in found:
+            group = groups[pattern]
+            (in_user if end <= split else in_system).add(group)
+            if group in _COMPLEXITY_GROUPS:
+                distinct += 1
+        return Cues(frozenset(in_user), frozenset(in_system), distinct)
 
-        def on_match(pattern: int, start: int, end: int, flags: int, context: object) -> None:
-            found.append((pattern, end))
 
-        self._database.scan(user + b"\n" + system, match_event_handler=on_match, scratch=scratch)
-        in_user = frozenset(self._groups[p] for p, end in found if end <= split)
-        in_system = frozenset(self._groups[p] for p, end in found if end > split)
-        distinct = sum(1 for p, _ in found if self._groups[p] in ("reasoning", "multistep"))
-        return Cues(in_user, in_system, distinct)
+_COMPLEXITY_GROUPS = frozenset({"reasoning", "multistep"})
+_NO_CUES = Cues(frozenset(), frozenset(), 0)
+
+
+def _collect(pattern: int, start: int, end: int, flags: int, found: list[tuple[int, int]]) -> None:
+    found.append((pattern, end))
 
 
 def task_type(params: ChatParams, cues: Cues, hint: int = 0) -> TaskType:

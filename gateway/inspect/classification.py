@@ -15,7 +15,7 @@ import hyperscan
 from gateway.config import InspectionConfig
 from gateway.errors import InternalError
 from gateway.inspect import validators as v
-from gateway.inspect.detectors import BUILTINS, SUBSUMED_BY
+from gateway.inspect.detectors import BUILTINS, KINDS, SUBSUMED_BY
 from gateway.levels import Level
 
 
@@ -35,6 +35,8 @@ class _Pattern:
     flags: int
     validator: v.Validator | None
     locate: v.Locator | None = None
+    kind: v.Kind | None = None  # replaces `validator`: answers the detector id, or None
+    database: int = 0
 
 
 def marker_id(marker: str) -> str:
@@ -76,11 +78,12 @@ def _text_flags(expression: bytes) -> int:
     return hyperscan.HS_FLAG_UTF8 | hyperscan.HS_FLAG_UCP if not expression.isascii() else 0
 
 
-def _compile(patterns: list[_Pattern]) -> hyperscan.Database:
+def _compile(patterns: list[_Pattern], ids: list[int] | None = None) -> hyperscan.Database:
+    """`ids`: what each pattern reports as (default: its position)."""
     database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     database.compile(
         expressions=[p.expression for p in patterns],
-        ids=list(range(len(patterns))),
+        ids=ids if ids is not None else list(range(len(patterns))),
         elements=len(patterns),
         flags=[p.flags for p in patterns],
     )
@@ -114,8 +117,26 @@ class Classifier:
     def __init__(self, config: InspectionConfig) -> None:
         self._levels = self._resolve_levels(config)
         patterns = self._patterns(config)
-        self._patterns_by_id = tuple(p for p in patterns if p.detector in self._levels)
-        self._database = _compile(list(self._patterns_by_id)) if self._patterns_by_id else None
+        self._patterns_by_id = tuple(
+            p
+            for p in patterns
+            if p.detector in self._levels
+            or (p.kind is not None and KINDS.get(p.detector, frozenset()) & self._levels.keys())
+        )
+        # Findings are immutable: the common ones are built once and shared.
+        self._finding_cache: dict[tuple[str, int], Finding] = {
+            (detector, count): Finding(detector, level, count)
+            for detector, level in self._levels.items()
+            for count in range(1, 9)
+        }
+        # Patterns report their position in `_patterns_by_id`, whichever database holds them.
+        groups: dict[int, list[int]] = {}
+        for index, pattern in enumerate(self._patterns_by_id):
+            groups.setdefault(pattern.database, []).append(index)
+        self._databases = tuple(
+            _compile([self._patterns_by_id[i] for i in ids], ids)
+            for _, ids in sorted(groups.items())
+        )
         self._local = threading.local()
 
     @property
@@ -160,6 +181,8 @@ class Classifier:
                 (som if b.som else 0) | (hyperscan.HS_FLAG_CASELESS if b.caseless else 0),
                 b.validator,
                 b.locate,
+                b.kind,
+                b.database,
             )
             for b in BUILTINS
             for expr in b.patterns
@@ -181,13 +204,13 @@ class Classifier:
         patterns.extend(_operator_pattern(i, p.id, p.regex) for i, p in enumerate(config.patterns))
         return patterns
 
-    def _scratch(self) -> hyperscan.Scratch:
-        # Hyperscan scratch space is per thread; one per thread that ever scans.
-        scratch = getattr(self._local, "scratch", None)
-        if scratch is None:
-            scratch = hyperscan.Scratch(self._database)
-            self._local.scratch = scratch
-        return scratch
+    def _scratches(self) -> tuple[hyperscan.Scratch, ...]:
+        # Hyperscan scratch space is per thread and database; made by each thread that scans.
+        scratches: tuple[hyperscan.Scratch, ...] | None = getattr(self._local, "scratches", None)
+        if scratches is None:
+            scratches = tuple(hyperscan.Scratch(database) for database in self._databases)
+            self._local.scratches = scratches
+        return scratches
 
     def scan(self, data: bytes) -> tuple[Finding, ...]:
         """Findings in `data` (normalized, padded by `normalize.to_bytes`), sorted by id.
@@ -195,16 +218,10 @@ class Classifier:
         Raises `InternalError` when the scan or a validator fails: a request whose content
         could not be inspected must not be routed. The message names the detector only.
         """
-        if self._database is None:
-            return ()
         hits: list[tuple[int, int, int]] = []
-        append = hits.append
-
-        def on_match(pattern: int, start: int, end: int, flags: int, context: object) -> None:
-            append((pattern, start, end))
-
         try:
-            self._database.scan(data, match_event_handler=on_match, scratch=self._scratch())
+            for database, scratch in zip(self._databases, self._scratches(), strict=True):
+                database.scan(data, match_event_handler=_collect, context=hits, scratch=scratch)
         except hyperscan.error as exc:
             raise InternalError(
                 f"inspection failed: the pattern scan raised {type(exc).__name__}",
@@ -212,39 +229,44 @@ class Classifier:
             ) from None
         return self._findings(data, hits) if hits else ()
 
-    def _findings(self, data: bytes, hits: Iterable[tuple[int, int, int]]) -> tuple[Finding, ...]:
-        # Several ends per start (a number followed by more digit groups): try the longest first.
-        candidates: dict[tuple[int, int], list[int]] = {}
+    def _findings(self, data: bytes, hits: list[tuple[int, int, int]]) -> tuple[Finding, ...]:
         patterns = self._patterns_by_id
-        for index, start, end in hits:
-            pattern = patterns[index]
-            if not pattern.flags & hyperscan.HS_FLAG_SOM_LEFTMOST:
-                # Without start-of-match tracking Hyperscan reports start 0.
-                start = pattern.locate(data, end) if pattern.locate else end
-            candidates.setdefault((index, start), []).append(end)
+        levels = self._levels
         accepted: dict[str, list[tuple[int, int]]] = {}
-        for (index, start), ends in candidates.items():
-            pattern = patterns[index]
-            for end in sorted(set(ends), reverse=True):
-                if self._valid(pattern, data, start, end):
-                    accepted.setdefault(pattern.detector, []).append((start, end))
-                    break
-        for detector, specific in SUBSUMED_BY.items():
-            if detector in accepted:
-                accepted[detector] = _outside(accepted[detector], accepted, specific)
-        findings = [
-            Finding(detector, self._levels[detector], _count_disjoint(spans))
-            for detector, spans in accepted.items()
-            if spans
-        ]
-        return tuple(sorted(findings, key=lambda f: f.detector))
-
-    @staticmethod
-    def _valid(pattern: _Pattern, data: bytes, start: int, end: int) -> bool:
-        if pattern.validator is None:
-            return True
+        # Several ends per start (a number followed by more digit groups): the longest valid
+        # one counts. Sorted descending, each (pattern, start) meets its longest end first.
+        hits.sort(reverse=True)
+        done: set[tuple[int, int] | tuple[int, int, str]] = set()
+        pattern = patterns[hits[0][0]]
         try:
-            return pattern.validator(data, start, end)
+            for index, start, end in hits:
+                pattern = patterns[index]
+                if pattern.locate is not None:
+                    # Scanned without start-of-match tracking: Hyperscan reports start 0.
+                    start = pattern.locate(data, end)
+                elif not pattern.flags & _SOM:
+                    start = end
+                if pattern.kind is not None:
+                    # Each detector the pattern serves takes its own longest valid end.
+                    detector = pattern.kind(data, start, end)
+                    if detector is None or detector not in levels:
+                        continue
+                    key: tuple[int, int] | tuple[int, int, str] = (index, start, detector)
+                    if key in done:
+                        continue
+                else:
+                    key = (index, start)
+                    if key in done:
+                        continue
+                    if pattern.validator is not None and not pattern.validator(data, start, end):
+                        continue
+                    detector = pattern.detector
+                done.add(key)
+                spans = accepted.get(detector)
+                if spans is None:
+                    accepted[detector] = [(start, end)]
+                else:
+                    spans.append((start, end))
         except Exception as exc:
             # Exception text may quote the candidate (UnicodeDecodeError does): drop it.
             raise InternalError(
@@ -252,6 +274,27 @@ class Classifier:
                 reason="INSPECTION_FAILED",
                 detector=pattern.detector,
             ) from None
+        for detector, specific in SUBSUMED_BY.items():
+            if detector in accepted:
+                accepted[detector] = _outside(accepted[detector], accepted, specific)
+        findings = []
+        cache = self._finding_cache
+        for detector in sorted(accepted):
+            spans = accepted[detector]
+            if spans:
+                count = _count_disjoint(spans) if len(spans) > 1 else 1
+                finding = cache.get((detector, count))
+                findings.append(finding or Finding(detector, levels[detector], count))
+        return tuple(findings)
+
+
+_SOM = hyperscan.HS_FLAG_SOM_LEFTMOST
+
+
+def _collect(
+    pattern: int, start: int, end: int, flags: int, hits: list[tuple[int, int, int]]
+) -> None:
+    hits.append((pattern, start, end))
 
 
 def _count_disjoint(spans: list[tuple[int, int]]) -> int:

@@ -26,6 +26,13 @@ class Builtin:
     # find their start from the end instead (`locate`) or need none (start = end).
     som: bool = True
     locate: v.Locator | None = None
+    # Instead of `validator`: a pattern shared by several detectors, validated once per
+    # candidate, answering which of them it belongs to. A detector whose candidates are all
+    # found by another one's `kind` has no patterns of its own.
+    kind: v.Kind | None = None
+    # Hyperscan builds one engine per database: a few patterns anchored on a rare literal
+    # (`@`, `:`) scan far faster in a database of their own than mixed with the rest.
+    database: int = 0
 
 
 # Country code, check digits, then 11..30 alphanumerics in optional groups. Every possible end
@@ -43,12 +50,17 @@ _PHONE_NANP = (
     rb"[^0-9A-Za-z+\-./](?:1[ .\-])?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .\-])"
     rb"[2-9][0-9]{2}[ .\-][0-9]{4}[^0-9A-Za-z]"
 )
-_PHONE_TRUNK = rb"[^0-9A-Za-z+\-./:]\(?0[1-9][0-9]{0,3}\)?(?:[ \-][0-9]{2,8}){1,4}(?:[^0-9A-Za-z\-:./]|[.][^0-9])"
+_PHONE_TRUNK = (
+    rb"[^0-9A-Za-z+\-./:]\(?0[1-9][0-9]{0,3}\)?(?:[ \-][0-9]{2,8}){1,4}"
+    rb"(?:[^0-9A-Za-z\-:./]|[.][^0-9])"
+)
 _IPV4 = (
     rb"[^0-9A-Za-z.][0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?:[^0-9A-Za-z.]|\.[^0-9A-Za-z])"
 )
+# From the first `:` on: a literal anchors the scan (the leading group is found by walking
+# back, and `v.ipv6_kind` checks the whole address shape, leading boundary included).
 _IPV6 = (
-    rb"[^0-9A-Za-z:.](?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|[0-9]{1,3}(?:\.[0-9]{1,3}){3})?"
+    rb":(?:[0-9A-Fa-f]{0,4}:){1,6}(?:[0-9A-Fa-f]{1,4}|[0-9]{1,3}(?:\.[0-9]{1,3}){3})?"
     rb"(?:[^0-9A-Za-z:.]|\.[^0-9A-Za-z])"
 )
 _AWS = rb"[^0-9A-Za-z](?:AKIA|ASIA|ABIA|ACCA|A3T[A-Z0-9])[A-Z0-9]{16}[^0-9A-Za-z]"
@@ -76,12 +88,20 @@ _URL_CREDENTIALS = (
 _v6_run = v.walk_back(frozenset(b"0123456789ABCDEFabcdef:."), 48)
 
 
-def _V6_START(data: bytes, end: int) -> int:  # noqa: N802
+def _V6_START(data: bytes, end: int) -> int:
     return _v6_run(data, end - 1)  # the last byte is the end boundary
 
 
 BUILTINS: tuple[Builtin, ...] = (
-    Builtin("pii.email", Level.CONFIDENTIAL, (_EMAIL,), v.email, som=False, locate=v.email_start),
+    Builtin(
+        "pii.email",
+        Level.CONFIDENTIAL,
+        (_EMAIL,),
+        v.email,
+        som=False,
+        locate=v.email_start,
+        database=1,
+    ),
     Builtin("pii.phone", Level.CONFIDENTIAL, (_PHONE_INTL,), v.phone(8, 15)),
     Builtin("pii.phone", Level.CONFIDENTIAL, (_PHONE_NANP,), v.nanp_phone),
     Builtin("pii.phone", Level.CONFIDENTIAL, (_PHONE_TRUNK,), v.phone(9, 12)),
@@ -89,12 +109,19 @@ BUILTINS: tuple[Builtin, ...] = (
     Builtin("gov.uk_nino", Level.RESTRICTED, (_NINO,), v.uk_nino),
     Builtin("fin.payment_card", Level.RESTRICTED, (_CARD,), v.payment_card),
     Builtin("fin.iban", Level.CONFIDENTIAL, (_IBAN,), v.iban),
-    Builtin("net.ipv4", Level.INTERNAL, (_IPV4,), v.ipv4_public),
-    Builtin("net.ipv6", Level.INTERNAL, (_IPV6,), v.ipv6_public, som=False, locate=_V6_START),
-    Builtin("net.private_ip", Level.INTERNAL, (_IPV4,), v.ipv4_private),
+    # One pattern per address family; `kind` says public (net.ipv4 / net.ipv6) or private.
+    Builtin("net.ipv4", Level.INTERNAL, (_IPV4,), None, kind=v.ipv4_kind),
     Builtin(
-        "net.private_ip", Level.INTERNAL, (_IPV6,), v.ipv6_private, som=False, locate=_V6_START
+        "net.ipv6",
+        Level.INTERNAL,
+        (_IPV6,),
+        None,
+        som=False,
+        locate=_V6_START,
+        kind=v.ipv6_kind,
+        database=1,
     ),
+    Builtin("net.private_ip", Level.INTERNAL, (), None),
     Builtin("secret.aws_access_key", Level.RESTRICTED, (_AWS,), v.aws_access_key),
     Builtin("secret.private_key", Level.RESTRICTED, (_PEM,), v.pem_private_key),
     Builtin("secret.jwt", Level.RESTRICTED, (_JWT,), v.jwt),
@@ -119,6 +146,12 @@ BUILTINS: tuple[Builtin, ...] = (
 )
 
 BUILTIN_IDS: frozenset[str] = frozenset(b.id for b in BUILTINS)
+
+# The detectors a `kind` pattern of the key detector may answer with.
+KINDS: dict[str, frozenset[str]] = {
+    "net.ipv4": frozenset({"net.ipv4", "net.private_ip"}),
+    "net.ipv6": frozenset({"net.ipv6", "net.private_ip"}),
+}
 
 # A candidate of the key detector that lies inside an accepted finding of one of the listed,
 # more specific detectors is not counted: `049-01-9104` passed the SSN rules, so it is an SSN,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import bisect
 import ipaddress
 import json
 import math
@@ -16,12 +17,24 @@ from collections import Counter
 from collections.abc import Callable
 
 Validator = Callable[[bytes, int, int], bool]
+# For patterns shared by several detectors (one IPv4 pattern for public and private
+# addresses): validates the candidate once and answers which detector it belongs to, or None.
+Kind = Callable[[bytes, int, int], "str | None"]
 # For patterns scanned without start-of-match tracking (it costs several microseconds per
 # kilobyte on patterns with a long variable prefix): finds the candidate's start from its end.
 Locator = Callable[[bytes, int], int]
 
+PUBLIC_IPV4 = "net.ipv4"
+PUBLIC_IPV6 = "net.ipv6"
+PRIVATE_IP = "net.private_ip"
+IGNORED = "ignored"
+
 _ALNUM = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _DIGITS = frozenset(b"0123456789")
+_PHONE_CHARS = _ALNUM | frozenset(b"+()")
+_NANP_CHARS = _ALNUM | frozenset(b"()")
+_IPV4_CHARS = _DIGITS | frozenset(b".")
+_IPV6_CHARS = _ALNUM | frozenset(b":.")
 
 
 def _core(data: bytes, start: int, end: int, inner: frozenset[int] = _ALNUM) -> bytes:
@@ -33,8 +46,11 @@ def _core(data: bytes, start: int, end: int, inner: frozenset[int] = _ALNUM) -> 
     return data[start:end]
 
 
+_NOT_DIGITS = bytes(b for b in range(256) if b not in _DIGITS)
+
+
 def _digits(value: bytes) -> bytes:
-    return bytes(b for b in value if b in _DIGITS)
+    return value.translate(None, _NOT_DIGITS)
 
 
 def shannon_entropy(value: bytes) -> float:
@@ -135,10 +151,13 @@ def uk_nino(data: bytes, start: int, end: int) -> bool:
 # --- contact -----------------------------------------------------------------------------
 
 # RFC 2606 / RFC 6761 names reserved for documentation and testing: no person is behind them.
-_RESERVED_DOMAINS = ("example.com", "example.net", "example.org")
-_RESERVED_TLDS = ("example", "test", "invalid", "localhost")
+_RESERVED_DOMAINS = frozenset({b"example.com", b"example.net", b"example.org"})
+_RESERVED_SUFFIXES = tuple(b"." + d for d in sorted(_RESERVED_DOMAINS))
+_RESERVED_TLDS = frozenset({b"example", b"test", b"invalid", b"localhost"})
 # "icon@2x.png" in code is an asset name, not an address.
-_FILE_SUFFIXES = frozenset({"png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "css", "js"})
+_FILE_SUFFIXES = frozenset(
+    {b"png", b"jpg", b"jpeg", b"gif", b"svg", b"webp", b"ico", b"css", b"js"}
+)
 
 
 _EMAIL_LOCAL = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz._%+-")
@@ -146,12 +165,18 @@ _EMAIL_LOCAL = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopq
 
 def walk_back(allowed: frozenset[int], limit: int) -> Locator:
     """Start of the run of `allowed` bytes ending just before `stop`, at most `limit` long."""
+    chars = bytes(sorted(allowed))
 
     def locate(data: bytes, stop: int) -> int:
-        start, floor = stop, max(0, stop - limit)
-        while start > floor and data[start - 1] in allowed:
-            start -= 1
-        return start
+        # `rstrip` walks the run in C; 64-byte windows keep a long run linear.
+        floor = max(0, stop - limit)
+        while stop > floor:
+            low = max(floor, stop - 64)
+            kept = len(data[low:stop].rstrip(chars))
+            if kept:
+                return low + kept
+            stop = low
+        return floor
 
     return locate
 
@@ -160,41 +185,41 @@ _local_start = walk_back(_EMAIL_LOCAL, 64)  # RFC 5321: a local part has at most
 
 
 def email_start(data: bytes, end: int) -> int:
-    return _local_start(data, data.rindex(b"@", 0, end))
+    # The last byte is the end boundary, which may itself be an `@`.
+    return _local_start(data, data.rindex(b"@", 0, end - 1))
 
 
 def email(data: bytes, start: int, end: int) -> bool:
-    value = data[start : end - 1].decode("ascii")
-    local, _, domain = value.partition("@")
-    if not local or local[0] == "." or local[-1] == ".":
+    value = data[start : end - 1]
+    at = value.find(b"@")
+    if at <= 0 or value[0] == 46 or value[at - 1] == 46:  # empty, or a dot at an end
         return False
     if _in_url_userinfo(data, start):
         return False
-    domain = domain.lower()
-    tld = domain.rsplit(".", 1)[-1]
+    domain = value[at + 1 :].lower()
+    tld = domain[domain.rfind(b".") + 1 :]
     if tld in _FILE_SUFFIXES or tld in _RESERVED_TLDS:
         return False
-    return not any(domain == d or domain.endswith("." + d) for d in _RESERVED_DOMAINS)
+    return not (domain in _RESERVED_DOMAINS or domain.endswith(_RESERVED_SUFFIXES))
 
 
 def _in_url_userinfo(data: bytes, start: int) -> bool:
     """True when the candidate sits after `scheme://user:` in the same token: that is a URL
     credential, reported by its own detector, not an e-mail address."""
-    window = data[max(0, start - 256) : start]
-    token = window.rsplit(None, 1)[-1] if window.strip() else b""
-    return b"://" in token
+    scheme = data.rfind(b"://", max(0, start - 256), start)
+    return scheme >= 0 and len(data[scheme:start].split()) == 1
 
 
 def phone(min_digits: int, max_digits: int) -> Validator:
     def check(data: bytes, start: int, end: int) -> bool:
-        number = _digits(_core(data, start, end, _ALNUM | frozenset(b"+()")))
+        number = _digits(_core(data, start, end, _PHONE_CHARS))
         return min_digits <= len(number) <= max_digits
 
     return check
 
 
 def nanp_phone(data: bytes, start: int, end: int) -> bool:
-    number = _digits(_core(data, start, end, _ALNUM | frozenset(b"()")))
+    number = _digits(_core(data, start, end, _NANP_CHARS))
     if len(number) == 11:
         number = number[1:]
     # 555-0100..555-0199 are reserved for fiction and documentation.
@@ -203,100 +228,115 @@ def nanp_phone(data: bytes, start: int, end: int) -> bool:
 
 # --- network -----------------------------------------------------------------------------
 
-_VERSION_WORDS = (b"version", b"release", b"firmware")
 
-
-def _ipv4_int(value: bytes) -> int | None:
-    parts = value.split(b".")
-    if len(parts) != 4:
-        return None
-    number = 0
-    for part in parts:
-        if not part or len(part) > 3 or (len(part) > 1 and part[0] == 48) or int(part) > 255:
-            return None
-        number = number * 256 + int(part)
-    return number
+# A dotted quad whose octets are <= 255 and have no leading zeros.
+_OCTET = rb"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED_QUAD = re.compile(rb"\.".join([_OCTET] * 4))
 
 
 def _net(cidr: str) -> tuple[int, int]:
     network = ipaddress.IPv4Network(cidr)
-    return int(network.network_address), int(network.netmask)
+    return int(network.network_address), int(network.broadcast_address)
 
 
 # RFC 1918, CGNAT (RFC 6598), link-local.
-_V4_PRIVATE = tuple(_net(c) for c in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
-                                      "100.64.0.0/10", "169.254.0.0/16"))  # fmt: skip
+_V4_PRIVATE = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10", "169.254.0.0/16")
 # Not an address of any host: this-network, loopback, documentation (RFC 5737), benchmarking,
 # multicast and reserved.
-_V4_IGNORED = tuple(_net(c) for c in ("0.0.0.0/8", "127.0.0.0/8", "192.0.2.0/24",
-                                      "198.51.100.0/24", "203.0.113.0/24", "198.18.0.0/15",
-                                      "224.0.0.0/3"))  # fmt: skip
+_V4_IGNORED = ("0.0.0.0/8", "127.0.0.0/8", "192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24",
+               "198.18.0.0/15", "224.0.0.0/3")  # fmt: skip
+# The ranges do not overlap: sorted by first address, one bisection finds an address's range.
+_V4_RANGES = sorted(
+    [(*_net(c), IGNORED) for c in _V4_IGNORED] + [(*_net(c), PRIVATE_IP) for c in _V4_PRIVATE]
+)
+_V4_FIRST = [first for first, _, _ in _V4_RANGES]
 
 
-def _v4_kind(number: int) -> str:
-    if any(number & mask == net for net, mask in _V4_IGNORED):
-        return "ignored"
-    if any(number & mask == net for net, mask in _V4_PRIVATE):
-        return "private"
-    return "public"
+def _v4_kind(number: int) -> str | None:
+    """`PRIVATE_IP`, `PUBLIC_IPV4`, or `IGNORED` for addresses of no host."""
+    index = bisect.bisect_right(_V4_FIRST, number) - 1
+    if index >= 0:
+        _, last, kind = _V4_RANGES[index]
+        if number <= last:
+            return kind
+    return PUBLIC_IPV4
+
+
+_VERSION_WORD = re.compile(rb"(?i)(?:version|release|firmware)\W{0,3}\Z")
 
 
 def _after_version_word(data: bytes, start: int) -> bool:
-    before = data[max(0, start - 12) : start + 1].lower()
-    return any(word in before for word in _VERSION_WORDS)
+    return _VERSION_WORD.search(data, max(0, start - 12), start + 1) is not None
 
 
-def _ipv4_kind_at(data: bytes, start: int, end: int) -> str:
-    number = _ipv4_int(_core(data, start, end, _DIGITS | frozenset(b".")).strip(b"."))
-    if number is None or _after_version_word(data, start):
-        return "invalid"
-    return _v4_kind(number)
+def ipv4_kind(data: bytes, start: int, end: int) -> str | None:
+    """The detector id an IPv4 candidate belongs to (`net.ipv4` or `net.private_ip`), or None
+    when it is not a host address (invalid octets, a version number, documentation range)."""
+    value = _core(data, start, end, _IPV4_CHARS).strip(b".")
+    if _DOTTED_QUAD.fullmatch(value) is None:
+        return None
+    a, b, c, d = value.split(b".")
+    kind = _v4_kind((int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d))
+    if kind is IGNORED or _after_version_word(data, start):
+        return None
+    return kind
 
 
 _V6_DOC = ipaddress.IPv6Network("2001:db8::/32")
-
-
-def _ipv6_kind_at(data: bytes, start: int, end: int) -> str:
-    value = _core(data, start, end, _ALNUM | frozenset(b":."))
-    if value.endswith(b"."):
-        value = value[:-1]
-    if not any(b in _DIGITS for b in value):
-        return "invalid"  # "Face::Bead" in code is a scope operator, not an address
-    try:
-        address = ipaddress.IPv6Address(value.decode("ascii"))
-    except ValueError:
-        return "invalid"
-    if address.ipv4_mapped is not None:
-        return _v4_kind(int(address.ipv4_mapped))
-    if address.is_unspecified or address.is_loopback or address.is_multicast or address in _V6_DOC:
-        return "ignored"
-    if address.is_link_local or address.is_site_local or address in _V6_ULA:
-        return "private"
-    return "public"
-
-
 _V6_ULA = ipaddress.IPv6Network("fc00::/7")
 
 
+# The whole candidate: a boundary, two to seven groups with their colons, an optional last
+# group or dotted quad, a boundary. The scan pattern starts at the first colon.
+_IPV6_SHAPE = re.compile(
+    rb"[^0-9A-Za-z:.](?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|[0-9]{1,3}(?:\.[0-9]{1,3}){3})?"
+    rb"(?:[^0-9A-Za-z:.]|\.[^0-9A-Za-z])\Z"
+)
+
+
+def ipv6_kind(data: bytes, start: int, end: int) -> str | None:
+    """As `ipv4_kind`, for IPv6 (`net.ipv6` or `net.private_ip`)."""
+    if _IPV6_SHAPE.search(data, max(0, end - 64), end) is None:
+        return None
+    value = _core(data, start, end, _IPV6_CHARS)
+    if value.endswith(b"."):
+        value = value[:-1]
+    if not any(b in _DIGITS for b in value):
+        return None  # "Face::Bead" in code is a scope operator, not an address
+    try:
+        address = ipaddress.IPv6Address(value.decode("ascii"))
+    except ValueError:
+        return None
+    if address.ipv4_mapped is not None:
+        kind = _v4_kind(int(address.ipv4_mapped))
+        return PUBLIC_IPV6 if kind is PUBLIC_IPV4 else None if kind is IGNORED else kind
+    if address.is_unspecified or address.is_loopback or address.is_multicast or address in _V6_DOC:
+        return None
+    if address.is_link_local or address.is_site_local or address in _V6_ULA:
+        return PRIVATE_IP
+    return PUBLIC_IPV6
+
+
 def ipv4_public(data: bytes, start: int, end: int) -> bool:
-    return _ipv4_kind_at(data, start, end) == "public"
+    return ipv4_kind(data, start, end) == PUBLIC_IPV4
 
 
 def ipv4_private(data: bytes, start: int, end: int) -> bool:
-    return _ipv4_kind_at(data, start, end) == "private"
+    return ipv4_kind(data, start, end) == PRIVATE_IP
 
 
 def ipv6_public(data: bytes, start: int, end: int) -> bool:
-    return _ipv6_kind_at(data, start, end) == "public"
+    return ipv6_kind(data, start, end) == PUBLIC_IPV6
 
 
 def ipv6_private(data: bytes, start: int, end: int) -> bool:
-    return _ipv6_kind_at(data, start, end) == "private"
+    return ipv6_kind(data, start, end) == PRIVATE_IP
 
 
 # --- credentials -------------------------------------------------------------------------
 
 _TOKEN_CHARS = _ALNUM | frozenset(b"_-")
+_JWT_CHARS = _TOKEN_CHARS | frozenset(b".")
 
 
 def aws_access_key(data: bytes, start: int, end: int) -> bool:
@@ -317,7 +357,7 @@ def random_token(min_entropy: float) -> Validator:
 
 
 def jwt(data: bytes, start: int, end: int) -> bool:
-    value = _core(data, start, end, _TOKEN_CHARS | frozenset(b"."))
+    value = _core(data, start, end, _JWT_CHARS)
     header = value.split(b".", 1)[0]
     try:
         decoded = json.loads(base64.urlsafe_b64decode(header + b"=" * (-len(header) % 4)))

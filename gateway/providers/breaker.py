@@ -30,6 +30,10 @@ class State(enum.Enum):
     HALF_OPEN = "half_open"
 
 
+# Module constants: cheaper on the request path than an Enum class attribute lookup.
+_CLOSED, _OPEN = State.CLOSED, State.OPEN
+
+
 @dataclass(frozen=True, slots=True)
 class Permit:
     """Leave to make one attempt. `probe` marks the single attempt of a half-open breaker."""
@@ -41,7 +45,16 @@ class Permit:
 class Breaker:
     """The state of one model alias. Use through `Breakers`, which owns the clock."""
 
-    __slots__ = ("_board", "_failures", "_opened_at", "_probing", "alias", "state")
+    __slots__ = (
+        "_board",
+        "_failures",
+        "_normal",
+        "_opened_at",
+        "_probe",
+        "_probing",
+        "alias",
+        "state",
+    )
 
     def __init__(self, board: Breakers, alias: str) -> None:
         self._board = board
@@ -50,6 +63,9 @@ class Breaker:
         self._failures = 0  # consecutive retryable failures while closed
         self._opened_at = 0.0
         self._probing = False  # a half-open probe is in flight
+        # Permits are immutable: two per breaker, so the request path allocates none.
+        self._normal = Permit(alias, probe=False)
+        self._probe = Permit(alias, probe=True)
 
     @property
     def consecutive_failures(self) -> int:
@@ -60,28 +76,29 @@ class Breaker:
 
     def available(self) -> bool:
         """Whether an attempt would be let through now (read-only: takes no probe)."""
-        if self.state is State.CLOSED:
+        state = self.state
+        if state is _CLOSED:
             return True
-        if self.state is State.OPEN:
+        if state is _OPEN:
             return self._cooled()
         return not self._probing
 
     def acquire(self) -> Permit | None:
         """A permit for one attempt, or None while the breaker is open or its probe is out."""
-        if self.state is State.CLOSED:
-            return Permit(self.alias, probe=False)
-        if self.state is State.OPEN:
+        if self.state is _CLOSED:
+            return self._normal
+        if self.state is _OPEN:
             if not self._cooled():
                 return None
             self.state = State.HALF_OPEN
         if self._probing:
             return None
         self._probing = True
-        return Permit(self.alias, probe=True)
+        return self._probe
 
     def success(self, permit: Permit) -> None:
         # Any answer proves the model serves, also one from a call begun before it opened.
-        self.state = State.CLOSED
+        self.state = _CLOSED
         self._failures = 0
         self._probing = False
 
@@ -89,7 +106,7 @@ class Breaker:
         if permit.probe:
             self._open()
             return
-        if self.state is not State.CLOSED:
+        if self.state is not _CLOSED:
             # A call that began before the breaker opened: its failure is old news and must
             # not push the cool-down further out.
             return
@@ -102,7 +119,7 @@ class Breaker:
             self._probing = False
 
     def _open(self) -> None:
-        self.state = State.OPEN
+        self.state = _OPEN
         self._opened_at = self._board.clock()
         self._probing = False
         self._failures = 0
@@ -126,14 +143,14 @@ class Breakers:
         self.failures = failures
         self.cooldown_s = cooldown_s
         self.clock = clock
-        self._by_alias = {alias: Breaker(self, alias) for alias in aliases}
+        self.by_alias: dict[str, Breaker] = {alias: Breaker(self, alias) for alias in aliases}
 
     def __getitem__(self, alias: str) -> Breaker:
-        return self._by_alias[alias]
+        return self.by_alias[alias]
 
     def available(self, alias: str) -> bool:
-        breaker = self._by_alias.get(alias)
+        breaker = self.by_alias.get(alias)
         return breaker is not None and breaker.available()
 
     def state(self, alias: str) -> State:
-        return self._by_alias[alias].state
+        return self.by_alias[alias].state

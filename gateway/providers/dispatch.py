@@ -19,9 +19,9 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
-from gateway.config import Config, ModelConfig
+from gateway.config import Config, ConfigError, ModelConfig
 from gateway.enforce import violation
 from gateway.errors import (
     BudgetExhausted,
@@ -32,7 +32,7 @@ from gateway.errors import (
 )
 from gateway.levels import Level
 from gateway.providers.base import ChatParams, ChatResult, Chunk, Provider, UpstreamError, Usage
-from gateway.providers.breaker import Breakers, Clock, Permit
+from gateway.providers.breaker import Breaker, Breakers, Clock, Permit
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 NOT_CONFIGURED = "not_configured"
 CIRCUIT_OPEN = "circuit_open"
 BUDGET = "budget"
+SKIPPED = frozenset({NOT_CONFIGURED, CIRCUIT_OPEN, BUDGET})
 
 
 def build_provider(alias: str, model: ModelConfig) -> Provider:
@@ -69,6 +70,9 @@ class AttemptHooks(Protocol):
 
     async def succeed(self, alias: str, usage: Usage | None) -> None: ...
 
+    def skipped(self, alias: str, reason: str) -> None:
+        """A candidate passed over without a call (`not_configured`, `circuit_open`)."""
+
 
 class _NoHooks:
     async def begin(self, alias: str) -> None:
@@ -78,6 +82,9 @@ class _NoHooks:
         return None
 
     async def succeed(self, alias: str, usage: Usage | None) -> None:
+        return None
+
+    def skipped(self, alias: str, reason: str) -> None:
         return None
 
 
@@ -92,30 +99,48 @@ class Attempt:
     error: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+# Built per request (and per streamed chunk): NamedTuples, cheaper than frozen dataclasses.
+class Answer(NamedTuple):
     result: ChatResult
     model: str
-    attempts: tuple[Attempt, ...]
+    attempts: tuple[Attempt, ...]  # every candidate considered, skipped ones included
+
+    @property
+    def calls(self) -> int:
+        """Upstream calls made (RouteInfo.attempts): skipped candidates excluded."""
+        return upstream_calls(self.attempts)
 
 
-@dataclass(frozen=True, slots=True)
-class StreamPiece:
+class StreamPiece(NamedTuple):
     chunk: Chunk
     model: str
     attempts: tuple[Attempt, ...]
 
+    @property
+    def calls(self) -> int:
+        return upstream_calls(self.attempts)
 
-@dataclass(frozen=True, slots=True)
+
+def upstream_calls(attempts: Sequence[Attempt]) -> int:
+    return sum(1 for a in attempts if a.error not in SKIPPED)
+
+
 class _Entry:
-    """A candidate cleared for a call: its provider, breaker permit and time allowance."""
+    """A candidate cleared for a call: its provider, breaker, permit and time allowance.
+    (A plain slotted class: built once per attempt on the request path.)"""
 
-    provider: Provider
-    permit: Permit
-    timeout: float
-    # The caller's deadline, not the model's own timeout, bounds this call: a timeout then
-    # says nothing about the model's health.
-    capped: bool
+    __slots__ = ("breaker", "capped", "permit", "provider", "timeout")
+
+    def __init__(
+        self, provider: Provider, breaker: Breaker, permit: Permit, timeout: float, capped: bool
+    ) -> None:
+        self.provider = provider
+        self.breaker = breaker
+        self.permit = permit
+        self.timeout = timeout
+        # The caller's deadline, not the model's own timeout, bounds this call: a timeout
+        # then says nothing about the model's health.
+        self.capped = capped
 
 
 class _Chain:
@@ -142,34 +167,40 @@ class _Chain:
         dispatcher.check(alias, self.classification)
         provider = dispatcher.providers.get(alias)
         if provider is None:
-            self.attempts.append(Attempt(alias, NOT_CONFIGURED))
+            self.attempts.append(dispatcher.attempt(alias, NOT_CONFIGURED))
+            hooks.skipped(alias, NOT_CONFIGURED)
             return None
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise DeadlineExceeded("the deadline expired before a model answered")
         own = dispatcher.models[alias].timeout_s
-        permit = dispatcher.breakers[alias].acquire()
+        breaker = dispatcher.breakers.by_alias[alias]
+        permit = breaker.acquire()
         if permit is None:
-            self.attempts.append(Attempt(alias, CIRCUIT_OPEN))
+            self.attempts.append(dispatcher.attempt(alias, CIRCUIT_OPEN))
+            hooks.skipped(alias, CIRCUIT_OPEN)
             return None
         try:
             await hooks.begin(alias)
         except BudgetExhausted as exc:
             # A cheaper (or free) fallback may still fit the budget.
-            dispatcher.breakers[alias].neutral(permit)
-            self.attempts.append(Attempt(alias, BUDGET))
+            breaker.neutral(permit)
+            self.attempts.append(dispatcher.attempt(alias, BUDGET))
             self.budget = exc
             return None
         except BaseException:
-            dispatcher.breakers[alias].neutral(permit)
+            breaker.neutral(permit)
             raise
         self.calls += 1
-        return _Entry(provider, permit, min(own, remaining), remaining < own)
+        return _Entry(provider, breaker, permit, min(own, remaining), remaining < own)
+
+    def answered(self, alias: str) -> None:
+        self.attempts.append(self.dispatcher.attempt(alias, None))
 
     def failed(self, alias: str, entry: _Entry, exc: UpstreamError) -> None:
         """Record a failed attempt; raise when the failure must not fall back."""
-        self.attempts.append(Attempt(alias, exc.kind))
-        breaker = self.dispatcher.breakers[alias]
+        self.attempts.append(self.dispatcher.attempt(alias, exc.kind))
+        breaker = entry.breaker
         if exc.kind == "timeout" and (entry.capped or time.monotonic() >= self.deadline):
             breaker.neutral(entry.permit)
             raise DeadlineExceeded(f"the deadline expired while model {alias!r} was answering")
@@ -195,7 +226,11 @@ class _Chain:
             if not self.may_call()
             else ""
         )
-        detail = f"; last error: {self.last.message}" if self.last is not None else ""
+        # The kind and status only: an upstream's error text may quote the prompt back.
+        detail = ""
+        if self.last is not None:
+            status = f" (HTTP {self.last.status})" if self.last.status else ""
+            detail = f"; last error: {self.last.kind}{status}"
         return Unavailable(
             f"no model could answer ({tried}){capped}{detail}",
             models=",".join(a.model for a in self.attempts),
@@ -222,6 +257,8 @@ class Dispatcher:
         )
         self.providers: dict[str, Provider] = {}
         self.unavailable: dict[str, str] = {}
+        # Bounded: aliases x (upstream error kinds + skip reasons + answered).
+        self._attempts: dict[tuple[str, str | None], Attempt] = {}
         for alias, model in config.models.items():
             if config.airgapped and model.location == "cloud":
                 # The config refuses this at load; a config built another way must still never
@@ -238,10 +275,22 @@ class Dispatcher:
             except LookupError as exc:
                 self.unavailable[alias] = str(exc)
                 log.warning("model %s is unavailable: %s", alias, exc)
+            except ValueError as exc:
+                # A provider-specific parameter the adapter cannot use: a config error.
+                raise ConfigError(f"models.{alias}.params: {exc}") from None
 
     def healthy(self, alias: str) -> bool:
         """Configured and its breaker lets a call through (closed, or cooled down for a probe)."""
-        return alias in self.providers and self.breakers.available(alias)
+        breaker = self.breakers.by_alias.get(alias)
+        return breaker is not None and alias in self.providers and breaker.available()
+
+    def attempt(self, alias: str, error: str | None) -> Attempt:
+        """The (immutable, shared) record of one attempt: the request path allocates none."""
+        key = (alias, error)
+        record = self._attempts.get(key)
+        if record is None:
+            record = self._attempts[key] = Attempt(alias, error)
+        return record
 
     async def aclose(self) -> None:
         for provider in self.providers.values():
@@ -284,7 +333,6 @@ class Dispatcher:
             entry = await walk.enter(alias, hooks)
             if entry is None:
                 continue
-            breaker = self.breakers[alias]
             try:
                 result = await entry.provider.chat(params, timeout=entry.timeout)
             except UpstreamError as exc:
@@ -292,12 +340,12 @@ class Dispatcher:
                 walk.failed(alias, entry, exc)
                 continue
             except BaseException as exc:
-                breaker.neutral(entry.permit)
+                entry.breaker.neutral(entry.permit)
                 await hooks.fail(alias, exc)
                 raise
-            breaker.success(entry.permit)
+            entry.breaker.success(entry.permit)
             await hooks.succeed(alias, result.usage)
-            walk.attempts.append(Attempt(alias, None))
+            walk.answered(alias)
             return Answer(result, alias, tuple(walk.attempts))
         raise walk.give_up()
 
@@ -318,7 +366,7 @@ class Dispatcher:
             entry = await walk.enter(alias, hooks)
             if entry is None:
                 continue
-            breaker = self.breakers[alias]
+            breaker = entry.breaker
             settled = False
             judged = False  # the breaker has heard how this attempt went
             error: BaseException | None = None
@@ -342,7 +390,7 @@ class Dispatcher:
                     # A first chunk means the model serves, whatever happens later.
                     breaker.success(entry.permit)
                     judged = True
-                    walk.attempts.append(Attempt(alias, None))
+                    walk.answered(alias)
                     done = tuple(walk.attempts)
                     chunk = first
                     try:
@@ -362,7 +410,7 @@ class Dispatcher:
                             ) from None
                         breaker.failure(Permit(alias, probe=False))
                         raise Unavailable(
-                            f"model {alias!r} failed after the stream started: {exc.message}",
+                            f"model {alias!r} failed after the stream started ({exc.kind})",
                             models=alias,
                         ) from None
             except BaseException as exc:

@@ -1,3 +1,4 @@
+# ruff: noqa: E501 - a data file: one sample template per line reads best
 """Writes tests/data/inspect_corpus.jsonl: the labelled corpus for the inspection detectors.
 
 Run `python tests/data/build_inspect_corpus.py` to regenerate (deterministic: fixed seed).
@@ -90,7 +91,11 @@ def bban(spec: str) -> str:
         if ch.isdigit():
             num += ch
             continue
-        pool = {"n": string.digits, "a": string.ascii_uppercase, "c": string.ascii_uppercase + string.digits}[ch]
+        pool = {
+            "n": string.digits,
+            "a": string.ascii_uppercase,
+            "c": string.ascii_uppercase + string.digits,
+        }[ch]
         out.append("".join(rng.choice(pool) for _ in range(int(num))))
         num = ""
     return "".join(out)
@@ -102,7 +107,11 @@ def iban_check(country: str, body: str) -> str:
 
 
 def ibans() -> list[str]:
-    values = ["GB82 WEST 1234 5698 7654 32", "DE89370400440532013000", "FR1420041010050500013M02606"]
+    values = [
+        "GB82 WEST 1234 5698 7654 32",
+        "DE89370400440532013000",
+        "FR1420041010050500013M02606",
+    ]
     for country, spec in list(IBAN_SPEC.items()) * 3:
         body = bban(spec)
         iban = country + iban_check(country, body) + body
@@ -131,7 +140,9 @@ def ssns() -> list[str]:
     for _ in range(30):
         area = rng.choice([a for a in range(1, 900) if a != 666])
         sep = rng.choice(["-", "-", " "])
-        values.append(f"{area:03d}{sep}{rng.randrange(1, 100):02d}{sep}{rng.randrange(1, 10000):04d}")
+        values.append(
+            f"{area:03d}{sep}{rng.randrange(1, 100):02d}{sep}{rng.randrange(1, 10000):04d}"
+        )
     return values
 
 
@@ -186,7 +197,12 @@ def private_ipv4() -> str:
 
 IPV6_PUBLIC = ["2606:4700:4700::1111", "2a00:1450:4001:81a::200e", "2001:4860:4860::8888",
                "2a03:2880:f12f:83:face:b00c:0:25de", "2600:1f18:24e6:b900:4c7a:91b2:3f0e:1d2c"]  # fmt: skip
-IPV6_PRIVATE = ["fe80::1ff:fe23:4567:890a", "fd12:3456:789a:1::1", "fe80::4", "fdc8:bf8b:e62c:abcd::42"]
+IPV6_PRIVATE = [
+    "fe80::1ff:fe23:4567:890a",
+    "fd12:3456:789a:1::1",
+    "fe80::4",
+    "fdc8:bf8b:e62c:abcd::42",
+]
 
 
 def rand(pool: str, n: int) -> str:
@@ -202,7 +218,11 @@ def aws_keys() -> list[str]:
 def pem() -> str:
     kind = rng.choice(["RSA ", "EC ", "", "OPENSSH ", "ENCRYPTED "])
     lines = [base64.b64encode(rng.randbytes(48)).decode() for _ in range(rng.randrange(2, 6))]
-    return f"-----BEGIN {kind}PRIVATE KEY-----\n" + "\n".join(lines) + f"\n-----END {kind}PRIVATE KEY-----"
+    return (
+        f"-----BEGIN {kind}PRIVATE KEY-----\n"
+        + "\n".join(lines)
+        + f"\n-----END {kind}PRIVATE KEY-----"
+    )
 
 
 def b64url(obj: dict[str, object]) -> str:
@@ -259,36 +279,65 @@ def positives() -> list[tuple[str, dict[str, int]]]:
     for _ in range(12):
         items.append((f"Deploy notes:\n{pem()}\nkeep this safe", {"secret.private_key": 1}))
     for _ in range(30):
-        items.append((rng.choice(ASSIGN_FORMS).format(s=strong_secret()) + "\n", {"secret.assignment": 1}))
+        items.append(
+            (rng.choice(ASSIGN_FORMS).format(s=strong_secret()) + "\n", {"secret.assignment": 1})
+        )
     for _ in range(18):
-        url = rng.choice(URL_FORMS).format(s=strong_secret().replace("@", "%40").replace("#", "%23"))
+        url = rng.choice(URL_FORMS).format(
+            s=strong_secret().replace("@", "%40").replace("#", "%23")
+        )
         expect = {"secret.url_credentials": 1}
         if "10.0.0.5" in url:
             expect["net.private_ip"] = 1
         items.append((f"connect with {url} then run the migration", expect))
     for marker, det in (("CONFIDENTIAL", "marker.confidential"), ("INTERNAL ONLY", "marker.internal_only"),
                         ("RESTRICTED", "marker.restricted")):  # fmt: skip
-        for template in ("{m}\nQ3 forecast draft", "Header: {m} - do not forward", "[{m}] board minutes"):
+        for template in (
+            "{m}\nQ3 forecast draft",
+            "Header: {m} - do not forward",
+            "[{m}] board minutes",
+        ):
             items.append((template.format(m=marker), {det: 1}))
-    for template in ("Status of Project Falcon?", "bluebird launch slipped", "BLUEBIRD and project  falcon"):
+    for template in (
+        "Status of Project Falcon?",
+        "bluebird launch slipped",
+        "BLUEBIRD and project  falcon",
+    ):
         items.append((template, {"dict.codenames": 2 if "and" in template else 1}))
-    for n in range(6):
-        items.append((f"Customer escalation CASE-{rng.randrange(10**6):06d} reopened", {"regex.case_id": 1}))
+    for _n in range(6):
+        items.append(
+            (f"Customer escalation CASE-{rng.randrange(10**6):06d} reopened", {"regex.case_id": 1})
+        )
     # Several values in one text.
     for _ in range(10):
         e, c, s = emails()[0], cards()[5], ssns()[0]
-        items.append((f"Name: Jo\nEmail: {e}\nCard: {c}\nSSN: {s}\n", {"pii.email": 1, "fin.payment_card": 1, "gov.us_ssn": 1}))
+        items.append(
+            (
+                f"Name: Jo\nEmail: {e}\nCard: {c}\nSSN: {s}\n",
+                {"pii.email": 1, "fin.payment_card": 1, "gov.us_ssn": 1},
+            )
+        )
     # Evasions in scope: full-width digits, zero-width characters, non-breaking spaces, Unicode dashes.
-    fw = str.maketrans("0123456789", "０１２３４５６７８９")
+    fw = {ord(d): chr(ord(d) + 0xFEE0) for d in "0123456789"}  # full-width digits
     for value in cards()[:6]:
         items.append((f"card {value.translate(fw)} ok", {"fin.payment_card": 1}))
     for value in emails()[:6]:
         at = value.index("@")
         items.append((f"mail {value[:at]}\u200b@\u200d{value[at + 1 :]} now", {"pii.email": 1}))
     for value in ssns()[:6]:
-        items.append((f"ssn {value.replace('-', chr(0x2011)).replace(' ', chr(0x2011))} ok", {"gov.us_ssn": 1}))
+        items.append(
+            (
+                f"ssn {value.replace('-', chr(0x2011)).replace(' ', chr(0x2011))} ok",
+                {"gov.us_ssn": 1},
+            )
+        )
     for value in cards()[6:10]:
-        items.append((f"card {group(value.replace(' ', '').replace('-', ''), [4, 4, 4, 4, 3], chr(0xA0))} ok", {"fin.payment_card": 1}))
+        items.append(
+            (
+                f"card {group(value.replace(' ', '').replace('-', ''), [4, 4, 4, 4, 3], chr(0xA0))} ok",
+                {"fin.payment_card": 1},
+            )
+        )
     return items
 
 
@@ -299,11 +348,18 @@ def negatives() -> list[str]:
             n = rand(string.digits, rng.choice([13, 16, 19]))
             if not luhn_valid(n):
                 break
-        texts.append(rng.choice(["Order #{n} shipped", "tracking {n}", "ref: {n}", "{n}"]).format(n=n))
+        texts.append(
+            rng.choice(["Order #{n} shipped", "tracking {n}", "ref: {n}", "{n}"]).format(n=n)
+        )
     for _ in range(6):  # Luhn-valid but no card scheme uses the prefix
         texts.append(f"invoice {luhn_complete('9', 16)}")
-    texts += [f"request id {rng.randbytes(16).hex()[:8]}-{rng.randbytes(2).hex()}-4{rng.randbytes(2).hex()[1:]}-a{rng.randbytes(2).hex()[1:]}-{rng.randbytes(6).hex()}" for _ in range(10)]
-    texts += [f"commit {rng.randbytes(20).hex()}" for _ in range(6)] + [f"sha256:{rng.randbytes(32).hex()}" for _ in range(4)]
+    texts += [
+        f"request id {rng.randbytes(16).hex()[:8]}-{rng.randbytes(2).hex()}-4{rng.randbytes(2).hex()[1:]}-a{rng.randbytes(2).hex()[1:]}-{rng.randbytes(6).hex()}"
+        for _ in range(10)
+    ]
+    texts += [f"commit {rng.randbytes(20).hex()}" for _ in range(6)] + [
+        f"sha256:{rng.randbytes(32).hex()}" for _ in range(4)
+    ]
     texts += ["version 1.2.3.4 released", "upgrade to v2.10.3.1", "release 10.0.0.1 notes", "build 4.18.0-553.el9",
               "python 3.11.7", "OID 1.3.6.1.4.1.311", "lat 51.5074 lon -0.1278", "pi is 3.14159 26535"]  # fmt: skip
     texts += ["at 2024-01-15 10:30:45 UTC", "ts=20240115103045", "12:30:45.123", "on 05-12-2023", "15.03.2024",
@@ -330,9 +386,17 @@ def negatives() -> list[str]:
 
 def main() -> None:
     out = Path(__file__).with_name("inspect_corpus.jsonl")
-    lines = [{"id": f"pos-{i:03d}", "kind": "positive", "text": t, "expect": e} for i, (t, e) in enumerate(positives())]
-    lines += [{"id": f"neg-{i:03d}", "kind": "negative", "text": t, "expect": {}} for i, t in enumerate(negatives())]
-    out.write_text("".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8")
+    lines = [
+        {"id": f"pos-{i:03d}", "kind": "positive", "text": t, "expect": e}
+        for i, (t, e) in enumerate(positives())
+    ]
+    lines += [
+        {"id": f"neg-{i:03d}", "kind": "negative", "text": t, "expect": {}}
+        for i, t in enumerate(negatives())
+    ]
+    out.write_text(
+        "".join(json.dumps(line, ensure_ascii=False) + "\n" for line in lines), encoding="utf-8"
+    )
     print(f"wrote {len(lines)} samples to {out}")
 
 

@@ -93,3 +93,22 @@ def test_serve_with_invalid_config_exits_2_without_traceback(tmp_path: Path) -> 
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_bad_provider_params_exit_2_naming_the_model(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        "default_model: m\npolicy: {watch: false}\nmodels:\n  m: {provider: openai, "
+        "upstream_model: x, base_url: 'http://127.0.0.1:9/v1', location: on_prem, "
+        "clearance: PUBLIC, params: {max_tokens_param: tokens_max}}\n",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "models.m.params" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -47,7 +47,9 @@ def test_hint_wins(inspector: Inspector) -> None:
 def test_tools_then_json_then_vocabulary(inspector: Inspector) -> None:
     tools = (ToolSpec(name="search", parameters={"type": "object"}),)
     json_format = ResponseFormat(type="json_schema", schema_name="x", schema={"type": "object"})
-    assert inspector.inspect(chat("Summarize", tools=tools)).task_type == policy_pb2.TASK_TYPE_TOOL_USE
+    assert (
+        inspector.inspect(chat("Summarize", tools=tools)).task_type == policy_pb2.TASK_TYPE_TOOL_USE
+    )
     assert (
         inspector.inspect(chat("Summarize", tools=tools, tool_choice="none")).task_type
         == policy_pb2.TASK_TYPE_SUMMARIZATION

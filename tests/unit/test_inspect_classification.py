@@ -35,6 +35,11 @@ def inspector() -> Inspector:
     )
 
 
+def fullwidth(text: str) -> str:
+    """ASCII to its full-width compatibility form (U+FF01..U+FF5E), as an evasion would."""
+    return "".join(chr(ord(c) + 0xFEE0) if "!" <= c <= "~" else c for c in text)
+
+
 def user(text: str) -> ChatParams:
     return ChatParams(messages=(ChatMessage(role="user", content=text),))
 
@@ -96,7 +101,8 @@ def test_finding_levels_follow_defaults_and_overrides() -> None:
         ("key AKIAZ3MXQ7PLW4NB5RTY here", "secret.aws_access_key"),
         ("-----BEGIN EC PRIVATE KEY-----\n" + "A" * 20 + "b" * 44, "secret.private_key"),
         (
-            "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
+            "Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0."
+            "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
             "secret.jwt",
         ),
         ("token ghp_aB3dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5", "secret.github_token"),
@@ -139,7 +145,9 @@ def test_hard_negatives(inspector: Inspector, text: str) -> None:
 
 
 def test_counts_occurrences_once_each(inspector: Inspector) -> None:
-    counts = found(inspector, user(f"{CARD} and 5555555555554444, {CARD}; client_secret=Zq8#Lm2!Vx9k"))
+    counts = found(
+        inspector, user(f"{CARD} and 5555555555554444, {CARD}; client_secret=Zq8#Lm2!Vx9k")
+    )
     assert counts == {"fin.payment_card": 3, "secret.assignment": 1}
 
 
@@ -180,13 +188,16 @@ def test_every_role_is_inspected(inspector: Inspector, message: ChatMessage) -> 
 @pytest.mark.parametrize(
     ("text", "detector"),
     [
-        ("card ４１１１ １１１１ １１１１ １１１１", "fin.payment_card"),  # full-width
+        ("card " + fullwidth(CARD), "fin.payment_card"),
         ("mail jane\u200b.roe@\u200dacme-corp.io", "pii.email"),  # zero-width
         ("ssn 123\u201145\u20116789", "gov.us_ssn"),  # non-breaking hyphens
         ("card 4111\u00a01111\u00a01111\u00a01111", "fin.payment_card"),  # NBSP
         ("ssn " + "".join(chr(0xE0000 + ord(c)) for c in SSN), "gov.us_ssn"),  # tag smuggling
-        ("key ＡＫＩＡＺ３ＭＸＱ７ＰＬＷ４ＮＢ５ＲＴＹ", "secret.aws_access_key"),
-        ("C\u00adO\u00adN\u00adF\u00adI\u00adD\u00adE\u00adN\u00adT\u00adI\u00adA\u00adL", "marker.confidential"),
+        ("key " + fullwidth("AKIAZ3MXQ7PLW4NB5RTY"), "secret.aws_access_key"),
+        (
+            "C\u00adO\u00adN\u00adF\u00adI\u00adD\u00adE\u00adN\u00adT\u00adI\u00adA\u00adL",
+            "marker.confidential",
+        ),
     ],
 )
 def test_evasions_in_scope(inspector: Inspector, text: str, detector: str) -> None:
@@ -228,7 +239,9 @@ def test_private_key_split_across_messages_is_found(inspector: Inspector) -> Non
     params = ChatParams(
         messages=(
             ChatMessage(role="user", content="-----BEGIN OPENSSH PRIVATE KEY-----"),
-            ChatMessage(role="user", content="b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAA"),
+            ChatMessage(
+                role="user", content="b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAA"
+            ),
         )
     )
     assert found(inspector, params) == {"secret.private_key": 1}
@@ -259,7 +272,7 @@ def test_no_matched_value_in_findings_repr_or_logs(
         result = inspector.inspect(user(text))
     assert len(result.findings) == 5
     rendered = repr(result) + str(result) + caplog.text + repr(result.findings)
-    for value in SECRETS + [CARD]:
+    for value in [*SECRETS, CARD]:
         assert value not in rendered
     for finding in result.findings:
         assert set(finding.__slots__) == {"detector", "level", "count"}  # type: ignore[attr-defined]
@@ -297,7 +310,7 @@ def test_scan_failure_fails_closed(inspector: Inspector, monkeypatch: pytest.Mon
 
             raise hyperscan.error("scratch in use")
 
-    monkeypatch.setattr(classifier, "_database", Broken())
+    monkeypatch.setattr(classifier, "_databases", (Broken(),))
     with pytest.raises(InternalError):
         inspector.inspect(user("hello"))
 
@@ -311,8 +324,12 @@ def test_scan_failure_fails_closed(inspector: Inspector, monkeypatch: pytest.Mon
 )
 def test_invalid_operator_regex_names_the_pattern(regex: str, needle: str) -> None:
     config = InspectionConfig.model_validate(
-        {"patterns": [{"id": "ok", "level": "INTERNAL", "regex": "x"},
-                      {"id": "broken", "level": "INTERNAL", "regex": regex}]}  # fmt: skip
+        {
+            "patterns": [
+                {"id": "ok", "level": "INTERNAL", "regex": "x"},
+                {"id": "broken", "level": "INTERNAL", "regex": regex},
+            ]
+        }
     )
     with pytest.raises(ValueError, match=r"inspection\.patterns\[1\] \(id 'broken'\)") as info:
         Classifier(config)
@@ -348,7 +365,16 @@ def test_duplicate_dictionary_id_is_an_error() -> None:
         ":" * 100_000,
         "-----BEGIN PRIVATE KEY-----" * 5_000,
     ],
-    ids=["digits", "spaced-digits", "card-prefixes", "email-chain", "assignments", "iban-ish", "colons", "pem"],
+    ids=[
+        "digits",
+        "spaced-digits",
+        "card-prefixes",
+        "email-chain",
+        "assignments",
+        "iban-ish",
+        "colons",
+        "pem",
+    ],
 )
 def test_pathological_inputs_complete(inspector: Inspector, text: str) -> None:
     result = inspector.inspect(user(text))
@@ -363,7 +389,7 @@ def test_concurrent_inspection_from_threads(inspector: Inspector) -> None:
         try:
             for _ in range(50):
                 results.append(found(inspector, user(f"{EMAIL} {SSN}")))
-        except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
+        except BaseException as exc:
             errors.append(exc)
 
     threads = [threading.Thread(target=work) for _ in range(4)]

@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _eval_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("eval_inspect", ROOT / "bench" / "eval_inspect.py")
+    spec = importlib.util.spec_from_file_location(
+        "eval_inspect", ROOT / "bench" / "eval_inspect.py"
+    )
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up there
