@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 CONFIG ?= config/celgate.yaml
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test lint typecheck unit proto bench eval-inspect clean
+.PHONY: run test redis lint typecheck unit proto bench eval-inspect clean
 
 $(UV):
 	$(PYTHON) -m venv $(TOOLS)
@@ -22,7 +22,16 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 run: $(VENV)/.synced
 	$(BIN)/celgate serve --config $(CONFIG)
 
-test: $(VENV)/.synced lint typecheck unit
+test: $(VENV)/.synced redis lint typecheck unit
+
+# The budget and rate-limit tests start real redis-server processes (Debian's package).
+redis:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; \
+	  else \
+	    echo "the tests need redis-server on PATH: sudo apt-get install redis-server" >&2; exit 1; \
+	  fi; }
 
 lint: $(VENV)/.synced
 	$(BIN)/ruff check .

@@ -286,11 +286,13 @@ class Pipeline:
     async def route(
         self, request: GatewayRequest, observation: Observation
     ) -> tuple[Plan, pb.RouteInfo]:
-        """The dry run: the decision and the estimated cost of the first candidate."""
+        """The dry run: the decision, and the model a call would go to now (the first
+        candidate the dispatcher would not skip) with its estimated cost."""
         plan = await self.plan(request, observation)
-        observation.routed(plan.chain[0])
-        estimate = self._charger(plan).estimate(plan.chain[0])
-        return plan, self.route_info(plan, plan.chain[0], cost=estimate)
+        model = next((m for m in plan.chain if self.dispatcher.healthy(m)), plan.chain[0])
+        observation.routed(model)
+        estimate = self._charger(plan).estimate(model)
+        return plan, self.route_info(plan, model, cost=estimate)
 
     def _token_estimate(self, plan: Plan) -> int:
         return plan.inspection.estimated_input_tokens + (plan.params.max_tokens or 0)
@@ -318,9 +320,7 @@ class Pipeline:
         result = answer.result
         observation.answered(answer.model, result.response_model, result.finish_reason)
         await self._correct(plan, estimate, answer.result.usage)
-        route = self.route_info(
-            plan, answer.model, attempts=len(answer.attempts), cost=charger.cost_usd
-        )
+        route = self.route_info(plan, answer.model, attempts=answer.calls, cost=charger.cost_usd)
         return answer.result, route
 
     async def stream(
@@ -339,7 +339,7 @@ class Pipeline:
                 observation.answered(piece.model, piece.chunk.response_model, finish_reason)
                 await self._correct(plan, estimate, piece.chunk.usage)
                 route = self.route_info(
-                    plan, piece.model, attempts=len(piece.attempts), cost=charger.cost_usd
+                    plan, piece.model, attempts=piece.calls, cost=charger.cost_usd
                 )
             yield piece.chunk, route
 

@@ -7,6 +7,7 @@ its bundled snapshot: `UpdatePrices` (the one part that fetches) is never starte
 
 from __future__ import annotations
 
+import abc
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -32,17 +33,19 @@ class Rates:
     source: PriceSource
 
 
-class _Priced:
+class _Priced(abc.ABC):
     """Prices one model; subclasses hold where the numbers come from."""
 
     rates: Rates
 
-    def cost(self, usage: Usage) -> float:
-        raise NotImplementedError
+    @abc.abstractmethod
+    def cost(self, usage: Usage) -> float: ...
 
 
 class _Flat(_Priced):
-    """Override or local model: flat per-token prices from the config."""
+    """Flat per-token prices: an override or local model from the config, or a catalogued
+    model whose prices have no tiers (then the same arithmetic as genai-prices, in floats:
+    its Decimal calculation costs ~150 us, too much for every request)."""
 
     def __init__(self, price: PriceOverride | None, source: PriceSource) -> None:
         self._input = price.input_per_mtok if price else 0.0
@@ -60,12 +63,11 @@ class _Flat(_Priced):
 
 
 class _Catalogued(_Priced):
-    """A model genai-prices knows; its own calculation handles tiers and cache reads."""
+    """A model genai-prices knows with tiered prices: its own calculation handles them."""
 
-    def __init__(self, provider: Any, model: Any) -> None:
+    def __init__(self, provider: Any, model: Any, prices: Any) -> None:
         self._provider = provider
         self._model = model
-        prices = model.get_prices(datetime.now(UTC))
         self.rates = Rates(
             _headline(getattr(prices, "input_mtok", None)),
             _headline(getattr(prices, "output_mtok", None)),
@@ -87,6 +89,21 @@ class _Catalogued(_Priced):
         return float(calc.total_price)
 
 
+def _catalogued(provider: Any, model: Any) -> _Priced:
+    prices = model.get_prices(datetime.now(UTC))
+    fields = (prices.input_mtok, prices.output_mtok, prices.cache_read_mtok)
+    if all(value is None or isinstance(value, Decimal) for value in fields):
+        flat = PriceOverride(
+            input_per_mtok=float(prices.input_mtok or 0),
+            output_per_mtok=float(prices.output_mtok or 0),
+            cached_input_per_mtok=(
+                None if prices.cache_read_mtok is None else float(prices.cache_read_mtok)
+            ),
+        )
+        return _Flat(flat, "genai-prices")
+    return _Catalogued(provider, model, prices)
+
+
 def _headline(price: Any) -> float:
     if price is None:
         return 0.0
@@ -95,7 +112,7 @@ def _headline(price: Any) -> float:
     return float(price.base)  # TieredPrices: the price below the first threshold
 
 
-def _lookup(alias: str, model: ModelConfig) -> _Catalogued:
+def _lookup(alias: str, model: ModelConfig) -> _Priced:
     snapshot = get_snapshot()
     # The base URL names the provider even though every endpoint here speaks the OpenAI
     # protocol (api.anthropic.com -> anthropic); a URL genai-prices does not know (a proxy,
@@ -105,7 +122,7 @@ def _lookup(alias: str, model: ModelConfig) -> _Catalogued:
             provider, info = snapshot.find_provider_model(model.upstream_model, None, None, api_url)
         except LookupError:
             continue
-        return _Catalogued(provider, info)
+        return _catalogued(provider, info)
     raise ConfigError(
         f"models.{alias}: no price is known for upstream model {model.upstream_model!r}"
         f" at {model.base_url}; add `price: {{input_per_mtok: ..., output_per_mtok: ...}}`"

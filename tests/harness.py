@@ -13,19 +13,47 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 import yaml
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 
 from gateway.config import Config, parse_config
 from gateway.server import Gateway, running
 from gateway.v1 import gateway_pb2_grpc
 
+M = TypeVar("M", bound=Message)
 ROOT = Path(__file__).resolve().parent.parent
 # Routes to the preferred model, else `local`; the labels may name fallbacks.
 TEST_POLICY = ROOT / "tests" / "policies" / "preferred"
+
+
+def status_detail(error: grpc.RpcError, kind: type[M]) -> M:
+    """The `kind` detail (ErrorInfo, QuotaFailure, RetryInfo, ...) of a failed call's status."""
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    assert status is not None, "the error carries no google.rpc.Status"
+    for packed in status.details:
+        if packed.Is(kind.DESCRIPTOR):
+            detail = kind()
+            packed.Unpack(detail)
+            return detail
+    raise AssertionError(f"no {kind.DESCRIPTOR.name} detail")
+
+
+def serve_once(data: dict[str, Any], tmp: Path) -> subprocess.CompletedProcess[str]:
+    """`celgate serve` with a config that must stop it at start-up (times out otherwise)."""
+    path = tmp / "celgate.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return subprocess.run(
+        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
 
 
 def free_port() -> int:

@@ -11,6 +11,7 @@ import re
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import hyperscan
 
@@ -193,7 +194,8 @@ _COMPLEXITY_GROUPS = frozenset({"reasoning", "multistep"})
 _NO_CUES = Cues(frozenset(), frozenset(), 0)
 
 
-def _collect(pattern: int, start: int, end: int, flags: int, found: list[tuple[int, int]]) -> None:
+def _collect(pattern: int, start: int, end: int, flags: int, found: Any) -> None:
+    """Hyperscan's match callback: `found` is the scan's list of (pattern, end)."""
     found.append((pattern, end))
 
 

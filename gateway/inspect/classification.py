@@ -7,8 +7,8 @@ from __future__ import annotations
 import re
 import threading
 import unicodedata
-from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import hyperscan
 
@@ -291,9 +291,8 @@ class Classifier:
 _SOM = hyperscan.HS_FLAG_SOM_LEFTMOST
 
 
-def _collect(
-    pattern: int, start: int, end: int, flags: int, hits: list[tuple[int, int, int]]
-) -> None:
+def _collect(pattern: int, start: int, end: int, flags: int, hits: Any) -> None:
+    """Hyperscan's match callback: `hits` is the scan's list of (pattern, start, end)."""
     hits.append((pattern, start, end))
 
 

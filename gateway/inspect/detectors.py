@@ -80,10 +80,8 @@ _SLACK_WEBHOOK = (
     rb"https://hooks\.slack\.com/(?:services|workflows)/[A-Za-z0-9_/]{20,200}[^A-Za-z0-9_/]"
 )
 _SECRET_ASSIGNMENT = rb"[^A-Za-z]" + v.ASSIGNMENT + rb"[^\s\"'`,;<>]{8,}[\s\"'`,;<>]"
-_URL_CREDENTIALS = (
-    rb"[^A-Za-z0-9+.\-][A-Za-z][A-Za-z0-9+.\-]{1,20}://[^\s:/@\"'<>]{0,200}:[^\s/@\"'<>]{1,200}"
-    rb"@[A-Za-z0-9.\-\[]"
-)
+# From the `://` on: the scheme before it is checked by `v.url_credentials`.
+_URL_CREDENTIALS = rb"://[^\s:/@\"'<>]{0,200}:[^\s/@\"'<>]{1,200}@[A-Za-z0-9.\-\[]"
 
 _v6_run = v.walk_back(frozenset(b"0123456789ABCDEFabcdef:."), 48)
 

@@ -445,10 +445,14 @@ _URL_PASSWORD_PLACEHOLDERS = frozenset(
 )
 
 
+# A scheme: a letter and 1-20 scheme characters, not the tail of a longer run of them.
+_SCHEME = re.compile(rb"[^A-Za-z0-9+.\-][A-Za-z][A-Za-z0-9+.\-]{1,20}\Z")
+
+
 def url_credentials(data: bytes, start: int, end: int) -> bool:
     """`start` is unused: the userinfo runs from the last `://` to the `@` before the end."""
     scheme_end = data.rfind(b"://", max(0, end - 420), end)
-    if scheme_end < 0:
+    if scheme_end < 0 or _SCHEME.search(data, max(0, scheme_end - 22), scheme_end) is None:
         return False
     userinfo = data[scheme_end + 3 : end - 2]
     password = userinfo.split(b":", 1)[-1]

@@ -6,6 +6,7 @@ their SDK's errors to `UpstreamError`, which says whether trying another model m
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -104,6 +105,35 @@ UpstreamErrorKind = Literal[
 RETRYABLE: frozenset[UpstreamErrorKind] = frozenset(
     {"connect", "timeout", "rate_limited", "server", "model_not_loaded", "protocol"}
 )
+
+
+def kind_for_status(status: int) -> UpstreamErrorKind:
+    """The failure kind of an HTTP error status (Ollama's missing model is told apart by its
+    adapter, from the message)."""
+    if status == 429:
+        return "rate_limited"
+    if status >= 500:
+        return "server"
+    if status in (401, 403):
+        return "auth"
+    if status == 404:
+        return "not_found"
+    if status == 408:
+        return "timeout"
+    return "bad_request"
+
+
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
+_MAX_MESSAGE = 500
+
+
+def safe_message(text: str, secret: str = "") -> str:
+    """Upstream error text, made safe to pass on: it may echo our key or a URL with
+    credentials, and it is cut to a readable length."""
+    if secret:
+        text = text.replace(secret, "***")
+    text = _URL_CREDENTIALS.sub("***@", text)
+    return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "..."
 
 
 class UpstreamError(Exception):

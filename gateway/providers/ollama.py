@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import re
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -32,6 +31,8 @@ from gateway.providers.base import (
     UpstreamError,
     UpstreamErrorKind,
     Usage,
+    kind_for_status,
+    safe_message,
 )
 
 # `params` keys that are top-level fields of Ollama's /api/chat body; `options` (a mapping) is
@@ -49,29 +50,11 @@ _FAILURES = (
     TypeError,
 )
 
-_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
-_MAX_MESSAGE = 500
 
-
-def kind_for_status(status: int, message: str) -> UpstreamErrorKind:
+def _kind(status: int, message: str) -> UpstreamErrorKind:
     if status == 404 and "model" in message and "not found" in message:
         return "model_not_loaded"
-    if status == 429:
-        return "rate_limited"
-    if status >= 500:
-        return "server"
-    if status in (401, 403):
-        return "auth"
-    if status == 404:
-        return "not_found"
-    if status == 408:
-        return "timeout"
-    return "bad_request"
-
-
-def _safe(text: str) -> str:
-    text = _URL_CREDENTIALS.sub("***@", text)
-    return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "..."
+    return kind_for_status(status)
 
 
 def call_id(index: int, name: str, arguments: str) -> str:
@@ -278,16 +261,14 @@ def _timeout(timeout: float) -> UpstreamError:
 
 def _error(exc: Exception, *, started: bool) -> UpstreamError:
     if isinstance(exc, ollama.ResponseError):
-        message = _safe(str(exc.error))
+        message = safe_message(str(exc.error))
         if exc.status_code < 0:
             # The SDK raises a status-less ResponseError for an {"error": ...} stream line.
             return UpstreamError("protocol", f"error in the stream: {message}")
         status = exc.status_code
-        return UpstreamError(
-            kind_for_status(status, message), f"HTTP {status}: {message}", status=status
-        )
+        return UpstreamError(_kind(status, message), f"HTTP {status}: {message}", status=status)
     if isinstance(exc, ollama.RequestError):
-        return UpstreamError("bad_request", _safe(str(exc.error)))
+        return UpstreamError("bad_request", safe_message(str(exc.error)))
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamError("timeout", "the upstream did not answer in time")
     if isinstance(exc, httpx.TransportError | ConnectionError):

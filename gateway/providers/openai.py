@@ -8,7 +8,6 @@ job, and a hidden retry would spend the caller's deadline twice.
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -26,8 +25,9 @@ from gateway.providers.base import (
     FinishReason,
     ToolCall,
     UpstreamError,
-    UpstreamErrorKind,
     Usage,
+    kind_for_status,
+    safe_message,
 )
 
 # `params` keys this adapter interprets itself; every other key goes to the upstream as part of
@@ -42,23 +42,6 @@ _FINISH: dict[str, FinishReason] = {
     "function_call": "tool_calls",
     "content_filter": "content_filter",
 }
-
-_URL_CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@")
-_MAX_MESSAGE = 500
-
-
-def kind_for_status(status: int) -> UpstreamErrorKind:
-    if status == 429:
-        return "rate_limited"
-    if status >= 500:
-        return "server"
-    if status in (401, 403):
-        return "auth"
-    if status == 404:
-        return "not_found"
-    if status == 408:
-        return "timeout"
-    return "bad_request"
 
 
 class OpenAIProvider:
@@ -220,11 +203,7 @@ class OpenAIProvider:
         return UpstreamError("protocol", f"unreadable answer: {type(exc).__name__}")
 
     def _safe(self, text: str) -> str:
-        """Text from the upstream may echo our key or a URL with credentials: never pass it on."""
-        if self._api_key:
-            text = text.replace(self._api_key, "***")
-        text = _URL_CREDENTIALS.sub("***@", text)
-        return text if len(text) <= _MAX_MESSAGE else text[:_MAX_MESSAGE] + "..."
+        return safe_message(text, self._api_key)
 
 
 def _cause(exc: BaseException) -> str:

@@ -9,15 +9,17 @@ take the next reply or failure.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import json
 import re
+import signal
 import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -387,10 +389,16 @@ def refused_url(suffix: str = "") -> Iterator[str]:
         sock.close()
 
 
-def serve_forever(fake: FakeServer) -> None:
-    """Run a fake in the foreground until SIGINT or SIGTERM (for `python -m`)."""
-    import signal
-
+def main(fake_type: Callable[..., FakeServer], name: str) -> None:
+    """`python -m tests.fakes.<x>_server`: serve a fake in the foreground until SIGINT or
+    SIGTERM (benchmarks, manual tries)."""
+    parser = argparse.ArgumentParser(description=f"Serve the fake {name} upstream on loopback.")
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free)")
+    parser.add_argument("--first-byte-delay", type=float, default=0.0, metavar="SECONDS")
+    parser.add_argument("--chunk-delay", type=float, default=0.0, metavar="SECONDS")
+    args = parser.parse_args()
+    fake = fake_type(port=args.port)
+    fake.set_latency(first_byte=args.first_byte_delay, between_chunks=args.chunk_delay)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())

@@ -15,7 +15,6 @@ Run standalone: `python -m tests.fakes.ollama_server --port 11435`.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 from datetime import UTC, datetime
@@ -32,7 +31,7 @@ from tests.fakes._server import (
     count_prompt_tokens,
     drop_connection,
     json_response,
-    serve_forever,
+    main,
     split_words,
 )
 
@@ -218,16 +217,5 @@ class FakeOllama(FakeServer):
         return response
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Serve the fake Ollama upstream on loopback.")
-    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free)")
-    parser.add_argument("--first-byte-delay", type=float, default=0.0, metavar="SECONDS")
-    parser.add_argument("--chunk-delay", type=float, default=0.0, metavar="SECONDS")
-    args = parser.parse_args()
-    fake = FakeOllama(port=args.port)
-    fake.set_latency(first_byte=args.first_byte_delay, between_chunks=args.chunk_delay)
-    serve_forever(fake)
-
-
 if __name__ == "__main__":
-    main()
+    main(FakeOllama, "Ollama")

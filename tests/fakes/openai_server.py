@@ -14,7 +14,6 @@ Run standalone: `python -m tests.fakes.openai_server --port 8001`.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import time
@@ -33,7 +32,7 @@ from tests.fakes._server import (
     count_prompt_tokens,
     drop_connection,
     json_response,
-    serve_forever,
+    main,
     split_words,
 )
 
@@ -329,16 +328,5 @@ class FakeOpenAI(FakeServer):
         return response
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Serve the fake OpenAI upstream on loopback.")
-    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free)")
-    parser.add_argument("--first-byte-delay", type=float, default=0.0, metavar="SECONDS")
-    parser.add_argument("--chunk-delay", type=float, default=0.0, metavar="SECONDS")
-    args = parser.parse_args()
-    fake = FakeOpenAI(port=args.port)
-    fake.set_latency(first_byte=args.first_byte_delay, between_chunks=args.chunk_delay)
-    serve_forever(fake)
-
-
 if __name__ == "__main__":
-    main()
+    main(FakeOpenAI, "OpenAI")

@@ -4,17 +4,13 @@ an unauthenticated non-loopback listener refuses to start."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-import yaml
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from gateway.auth import hash_key
 from gateway.server import Gateway
@@ -22,7 +18,15 @@ from gateway.v1 import gateway_pb2 as pb
 from gateway.v1 import gateway_pb2_grpc, policy_pb2
 from tests.fakes.ollama_server import FakeOllama
 from tests.fakes.openai_server import FakeOpenAI
-from tests.harness import ROOT, config_data, make_config, ollama_model, openai_model, serve
+from tests.harness import (
+    config_data,
+    make_config,
+    ollama_model,
+    openai_model,
+    serve,
+    serve_once,
+    status_detail,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -72,17 +76,6 @@ def chat(**fields: Any) -> pb.ChatRequest:
     return pb.ChatRequest(messages=[pb.Message(role=pb.ROLE_USER, content="hello")], **fields)
 
 
-def detail(error: grpc.aio.AioRpcError, kind: Any) -> Any:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None
-    for packed in status.details:
-        if packed.Is(kind.DESCRIPTOR):
-            message = kind()
-            packed.Unpack(message)
-            return message
-    raise AssertionError(f"no {kind.DESCRIPTOR.name} detail")
-
-
 async def test_the_key_names_the_tenant_the_policy_sees(gateway: tuple[Gateway, Stub]) -> None:
     _, stub = gateway
     route = pb.RouteRequest(messages=[pb.Message(role=pb.ROLE_USER, content="hi")])
@@ -103,7 +96,7 @@ async def test_policy_cannot_route_a_tenant_outside_its_models(
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.Chat(chat(preferred_model="cloud"), metadata=bearer(KEY_A))
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert detail(info.value, error_details_pb2.ErrorInfo).reason == "MODEL_NOT_ALLOWED"
+    assert status_detail(info.value, error_details_pb2.ErrorInfo).reason == "MODEL_NOT_ALLOWED"
     # A fallback outside the list is dropped, not tried.
     reply = await stub.Chat(chat(labels={"fallbacks": "cloud"}), metadata=bearer(KEY_A))
     assert reply.route.model == "local"
@@ -128,7 +121,7 @@ async def test_classification_ceiling(gateway: tuple[Gateway, Stub]) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.Chat(request, metadata=bearer(KEY_A))
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert detail(info.value, error_details_pb2.ErrorInfo).reason == "CLASSIFICATION_CEILING"
+    assert status_detail(info.value, error_details_pb2.ErrorInfo).reason == "CLASSIFICATION_CEILING"
 
 
 async def test_rate_limit_refuses_with_retry_info(gateway: tuple[Gateway, Stub]) -> None:
@@ -138,7 +131,7 @@ async def test_rate_limit_refuses_with_retry_info(gateway: tuple[Gateway, Stub])
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.Chat(chat(), metadata=bearer(KEY_A))
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    retry = detail(info.value, error_details_pb2.RetryInfo)
+    retry = status_detail(info.value, error_details_pb2.RetryInfo)
     assert 0 < retry.retry_delay.ToTimedelta().total_seconds() <= 60
     # Other tenants are not limited by team-a's bucket; Route spends nothing.
     await stub.Chat(chat(), metadata=bearer(KEY_B))
@@ -151,15 +144,7 @@ async def test_rate_limit_refuses_with_retry_info(gateway: tuple[Gateway, Stub])
 def test_no_auth_on_a_non_loopback_address_refuses_to_start(tmp_path: Path) -> None:
     data = config_data({"local": ollama_model("http://127.0.0.1:9")}, "local")
     data["server"]["listen"] = "0.0.0.0:0"
-    path = tmp_path / "celgate.yaml"
-    path.write_text(yaml.safe_dump(data))
-    proc = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=ROOT,
-    )
+    proc = serve_once(data, tmp_path)
     assert proc.returncode == 2
     assert "auth.mode is 'none'" in proc.stderr and "not a loopback" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -19,13 +19,19 @@ from typing import Any
 import grpc
 import pytest
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from gateway.v1 import gateway_pb2 as pb
 from gateway.v1 import gateway_pb2_grpc
 from tests.fakes._server import Reply
 from tests.fakes.openai_server import FakeOpenAI
-from tests.harness import GatewayProcess, config_data, make_config, openai_model, serve
+from tests.harness import (
+    GatewayProcess,
+    config_data,
+    make_config,
+    openai_model,
+    serve,
+    status_detail,
+)
 from tests.support.redis_server import RedisServer
 
 pytestmark = pytest.mark.integration
@@ -60,17 +66,6 @@ def chat() -> pb.ChatRequest:
     )
 
 
-def quota_subject(error: grpc.RpcError) -> str:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None
-    for packed in status.details:
-        if packed.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
-            quota = error_details_pb2.QuotaFailure()
-            packed.Unpack(quota)
-            return str(quota.violations[0].subject)
-    raise AssertionError("no QuotaFailure detail")
-
-
 async def burst(stub: gateway_pb2_grpc.GatewayServiceStub, count: int) -> tuple[int, int]:
     """Send `count` requests at once; (answered, refused for budget)."""
 
@@ -79,7 +74,11 @@ async def burst(stub: gateway_pb2_grpc.GatewayServiceStub, count: int) -> tuple[
             await stub.Chat(chat(), timeout=30)
         except grpc.aio.AioRpcError as exc:
             assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, exc.details()
-            assert quota_subject(exc).startswith("tenant:default")
+            assert (
+                status_detail(exc, error_details_pb2.QuotaFailure)
+                .violations[0]
+                .subject.startswith("tenant:default")
+            )
             return False
         return True
 

@@ -47,22 +47,8 @@ class ManualClock:
 
 
 @pytest.fixture(scope="module")
-def local() -> Iterator[FakeOllama]:
-    fake = FakeOllama()
-    with fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
 def local2() -> Iterator[FakeOllama]:
     fake = FakeOllama()
-    with fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI()
     with fake:
         yield fake
 

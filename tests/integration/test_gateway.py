@@ -4,14 +4,13 @@ upstream doubles speaking OpenAI's SSE and Ollama's NDJSON over real HTTP."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_status import rpc_status
 
 from gateway.server import Gateway
 from gateway.v1 import gateway_pb2 as pb
@@ -19,23 +18,11 @@ from gateway.v1 import gateway_pb2_grpc
 from tests.fakes._server import FakeToolCall, Reply, refused_url
 from tests.fakes.ollama_server import FakeOllama
 from tests.fakes.openai_server import FakeOpenAI
-from tests.harness import make_config, ollama_model, openai_model, serve
+from tests.harness import make_config, ollama_model, openai_model, serve, status_detail
 
 pytestmark = pytest.mark.integration
 
 Stub = gateway_pb2_grpc.GatewayServiceStub
-
-
-@pytest.fixture(scope="module")
-def ollama() -> Iterator[FakeOllama]:
-    with FakeOllama() as fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[FakeOpenAI]:
-    with FakeOpenAI() as fake:
-        yield fake
 
 
 @pytest.fixture
@@ -48,6 +35,7 @@ async def gateway(ollama: FakeOllama, cloud: FakeOpenAI) -> AsyncIterator[tuple[
                 "local": ollama_model(ollama.url),
                 "cloud": openai_model(cloud.url),
                 "dead": openai_model(dead),
+                "nokey": openai_model(cloud.url, api_key_env="CELGATE_TEST_KEY_NEVER_SET"),
             },
             "local",
         )
@@ -57,17 +45,6 @@ async def gateway(ollama: FakeOllama, cloud: FakeOpenAI) -> AsyncIterator[tuple[
 
 def user(text: str) -> pb.Message:
     return pb.Message(role=pb.ROLE_USER, content=text)
-
-
-def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    assert status is not None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    raise AssertionError("no ErrorInfo detail")
 
 
 async def test_health_serving_and_reflection(gateway: tuple[Gateway, Stub]) -> None:
@@ -203,7 +180,7 @@ async def test_bad_input_is_invalid_argument(
         await stub.Chat(request_)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert field in (info.value.details() or "")
-    assert error_info(info.value).metadata["field"] == field
+    assert status_detail(info.value, error_details_pb2.ErrorInfo).metadata["field"] == field
     assert ollama.request_count == 0
 
 
@@ -217,7 +194,7 @@ async def test_unreachable_upstream_is_unavailable_naming_the_alias(
     details = info.value.details() or ""
     assert "dead" in details
     assert "127.0.0.1" not in details and "http" not in details
-    assert error_info(info.value).domain == "celgate"
+    assert status_detail(info.value, error_details_pb2.ErrorInfo).domain == "celgate"
 
 
 @pytest.mark.parametrize(
@@ -264,6 +241,24 @@ async def test_expired_deadline_cancels_the_upstream_request(
 async def test_list_models_shows_the_catalogue(gateway: tuple[Gateway, Stub]) -> None:
     _, stub = gateway
     reply = await stub.ListModels(pb.ListModelsRequest())
-    assert {m.alias for m in reply.models} == {"local", "cloud", "dead"}
+    assert {m.alias for m in reply.models} == {"local", "cloud", "dead", "nokey"}
     local = next(m for m in reply.models if m.alias == "local")
     assert local.provider == "ollama" and local.healthy
+    nokey = next(m for m in reply.models if m.alias == "nokey")
+    assert not nokey.healthy  # its key variable is unset
+
+
+async def test_route_names_the_model_a_call_would_reach(
+    gateway: tuple[Gateway, Stub], cloud: FakeOpenAI
+) -> None:
+    _, stub = gateway
+    request = pb.RouteRequest(
+        messages=[user("hi")], preferred_model="nokey", labels={"fallbacks": "local"}
+    )
+    reply = await stub.Route(request)
+    assert reply.decision.model == "nokey"  # what the policy chose
+    assert reply.route.model == "local"  # where a call would go: nokey has no key
+    assert [c.model for c in reply.candidates if c.allowed] == ["nokey", "local"]
+    answer = await stub.Chat(pb.ChatRequest.FromString(request.SerializeToString()))
+    assert answer.route.model == "local" and answer.route.attempts == 1
+    assert cloud.request_count == 0

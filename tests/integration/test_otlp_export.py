@@ -141,22 +141,6 @@ def collector() -> Iterator[Collector]:
     receiver.stop()
 
 
-@pytest.fixture(scope="module")
-def ollama() -> Iterator[FakeOllama]:
-    fake = FakeOllama()
-    fake.start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI()
-    fake.start()
-    yield fake
-    fake.stop()
-
-
 def gateway_data(ollama: FakeOllama, cloud: FakeOpenAI, log: Path) -> dict[str, Any]:
     api_keys = [
         {"tenant": tenant, "sha256": hashlib.sha256(key.encode()).hexdigest()}

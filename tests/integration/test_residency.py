@@ -9,17 +9,13 @@ id) is RESTRICTED by default (gateway/inspect/detectors.py).
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-import yaml
 from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from gateway.inspect.classification import Classifier
 from gateway.server import Gateway
@@ -27,7 +23,16 @@ from gateway.v1 import gateway_pb2 as pb
 from gateway.v1 import gateway_pb2_grpc, policy_pb2
 from tests.fakes.ollama_server import FakeOllama
 from tests.fakes.openai_server import FakeOpenAI
-from tests.harness import ROOT, config_data, make_config, ollama_model, openai_model, serve
+from tests.harness import (
+    ROOT,
+    config_data,
+    make_config,
+    ollama_model,
+    openai_model,
+    serve,
+    serve_once,
+    status_detail,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -43,20 +48,6 @@ def fullwidth(text: str) -> str:
 
 
 AWS_KEY = "AKIAZ7Q3XK2M5P8RTW4N"
-
-
-@pytest.fixture(scope="module")
-def local() -> Iterator[FakeOllama]:
-    fake = FakeOllama()
-    with fake:
-        yield fake
-
-
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI()
-    with fake:
-        yield fake
 
 
 @pytest.fixture(autouse=True)
@@ -118,17 +109,6 @@ LEAKS: dict[str, list[pb.Message]] = {
 }
 
 
-def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    status = rpc_status.from_call(error)
-    assert status is not None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    raise AssertionError("no ErrorInfo detail")
-
-
 def assert_no_secret(text: str) -> None:
     for secret in (SSN, "6789", AWS_KEY, "5P8RTW4N", "4111"):
         assert secret not in text
@@ -145,7 +125,7 @@ async def test_hidden_secret_never_goes_to_the_requested_cloud_model(
     details = info.value.details() or ""
     assert "'cloud'" in details and "RESTRICTED" in details
     assert_no_secret(details)
-    meta = error_info(info.value)
+    meta = status_detail(info.value, error_details_pb2.ErrorInfo)
     assert meta.reason == "DATA_RESIDENCY"
     assert meta.metadata["model"] == "cloud"
     assert meta.metadata["classification"] == "RESTRICTED"
@@ -195,7 +175,7 @@ async def test_declaring_public_does_not_lower_a_finding(
             )
         )
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert error_info(info.value).reason == "DATA_RESIDENCY"
+    assert status_detail(info.value, error_details_pb2.ErrorInfo).reason == "DATA_RESIDENCY"
     # Declared PUBLIC with a cloud fallback: still only the local model.
     reply = await stub.Chat(
         pb.ChatRequest(
@@ -222,7 +202,10 @@ async def test_declared_level_alone_keeps_content_local(
                 preferred_model="cloud",
             )
         )
-    assert error_info(info.value).metadata["classification"] == "CONFIDENTIAL"
+    assert (
+        status_detail(info.value, error_details_pb2.ErrorInfo).metadata["classification"]
+        == "CONFIDENTIAL"
+    )
     assert cloud.request_count == 0
 
 
@@ -262,7 +245,7 @@ async def test_wrong_policy_in_deny_mode_is_refused(local: FakeOllama, cloud: Fa
             with pytest.raises(grpc.aio.AioRpcError) as info:
                 await stub.Chat(pb.ChatRequest(messages=LEAKS[case]))
             assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
-            meta = error_info(info.value)
+            meta = status_detail(info.value, error_details_pb2.ErrorInfo)
             assert (meta.reason, meta.metadata["model"]) == ("DATA_RESIDENCY", "cloud")
             assert meta.metadata["classification"] == "RESTRICTED"
             with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -312,7 +295,7 @@ async def test_reroute_without_a_compliant_model_is_refused(
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.Chat(pb.ChatRequest(messages=LEAKS["system_prompt"]))
     assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert error_info(info.value).reason == "DATA_RESIDENCY"
+    assert status_detail(info.value, error_details_pb2.ErrorInfo).reason == "DATA_RESIDENCY"
     assert "reroute_order" in (info.value.details() or "")
     assert cloud.request_count == 0 and local.request_count == 0
 
@@ -338,7 +321,9 @@ async def test_policy_evaluation_error_calls_no_model(local: FakeOllama, cloud: 
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.Chat(pb.ChatRequest(messages=[user(f"hi {SSN}")]))
     assert info.value.code() == grpc.StatusCode.INTERNAL
-    assert error_info(info.value).reason == "POLICY_EVALUATION_FAILED"
+    assert (
+        status_detail(info.value, error_details_pb2.ErrorInfo).reason == "POLICY_EVALUATION_FAILED"
+    )
     assert_no_secret(info.value.details() or "")
     assert local.request_count == 1 and cloud.request_count == 0
 
@@ -359,7 +344,7 @@ async def test_detector_error_calls_no_model(
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.Chat(pb.ChatRequest(messages=[user(f"SSN {SSN}")], preferred_model=model))
         assert info.value.code() == grpc.StatusCode.INTERNAL
-        assert error_info(info.value).reason == "INSPECTION_FAILED"
+        assert status_detail(info.value, error_details_pb2.ErrorInfo).reason == "INSPECTION_FAILED"
         assert_no_secret(info.value.details() or "")
     assert local.request_count == 0 and cloud.request_count == 0
 
@@ -397,15 +382,7 @@ def test_airgapped_serve_with_a_cloud_model_exits_2_naming_it(
         "local",
         airgapped=True,
     )
-    path = tmp_path / "celgate.yaml"
-    path.write_text(yaml.safe_dump(data))
-    done = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "serve", "--config", str(path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = serve_once(data, tmp_path)
     assert done.returncode == 2
     assert "airgapped" in done.stderr and "gpt-cloud" in done.stderr
     assert "Traceback" not in done.stderr

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,22 +110,6 @@ def matching(points: Sequence[Any], **wanted: Any) -> list[Any]:
     """Data points whose attributes include `wanted` (dots written as __)."""
     want = {key.replace("__", "."): value for key, value in wanted.items()}
     return [p for p in points if all(p.attributes.get(k) == v for k, v in want.items())]
-
-
-@pytest.fixture(scope="module")
-def ollama() -> Iterator[FakeOllama]:
-    fake = FakeOllama()
-    fake.start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture(scope="module")
-def cloud() -> Iterator[FakeOpenAI]:
-    fake = FakeOpenAI()
-    fake.start()
-    yield fake
-    fake.stop()
 
 
 def catalogue(ollama: FakeOllama, cloud: FakeOpenAI, dead: str) -> dict[str, dict[str, Any]]:

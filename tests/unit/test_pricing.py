@@ -220,3 +220,31 @@ def test_unknown_alias_is_a_key_error() -> None:
     pricing = Pricing.from_config(_config({"m": _model()}))
     with pytest.raises(KeyError, match="nope"):
         pricing.cost("nope", Usage())
+
+
+@pytest.mark.parametrize(
+    ("upstream", "url"),
+    [
+        ("gpt-5.5", "https://api.openai.com/v1"),  # tiered: genai-prices computes it
+        ("gpt-5-mini", "https://api.openai.com/v1"),  # flat: the float fast path
+        ("claude-opus-4-7", "https://api.anthropic.com/v1"),
+        ("deepseek-chat", "https://api.deepseek.com/v1"),
+    ],
+)
+@pytest.mark.parametrize(
+    "usage",
+    [
+        Usage(input_tokens=1, output_tokens=1),
+        Usage(input_tokens=123_456, output_tokens=7_890, cached_input_tokens=100_000),
+        Usage(input_tokens=5_000, output_tokens=4_000, reasoning_tokens=3_000),
+    ],
+)
+def test_every_path_agrees_with_genai_prices(upstream: str, url: str, usage: Usage) -> None:
+    pricing = Pricing.from_config(_config({"m": _model(upstream_model=upstream, base_url=url)}))
+    counts = {"input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
+    if usage.cached_input_tokens:
+        counts["cache_read_tokens"] = usage.cached_input_tokens
+    if usage.reasoning_tokens:
+        counts["output_reasoning_tokens"] = usage.reasoning_tokens
+    expected = calc_price(PriceUsage(**counts), model_ref=upstream, provider_api_url=url)
+    assert pricing.cost("m", usage) == pytest.approx(float(expected.total_price), rel=1e-9)
