@@ -3,13 +3,28 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import pytest
 
 from gateway.policy.testing import discover, run_suite, run_test
 
-SAMPLE = Path("/work/shared/conformance/cel-policy")
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _sample() -> Path:
+    """cel-go's suites: $CELGATE_CONFORMANCE, else the project's shared/ folder beside the
+    checkout (where CI and the development machines keep it)."""
+    if "CELGATE_CONFORMANCE" in os.environ:
+        return Path(os.environ["CELGATE_CONFORMANCE"])
+    for shared in (ROOT.parent / "shared", Path("/work/shared")):
+        if (shared / "conformance" / "cel-policy").is_dir():
+            return shared / "conformance" / "cel-policy"
+    return ROOT.parent / "shared" / "conformance" / "cel-policy"
+
+
+SAMPLE = _sample()
 pytestmark = pytest.mark.skipif(not SAMPLE.is_dir(), reason="conformance sample not present")
 
 
