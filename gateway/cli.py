@@ -17,6 +17,7 @@ from typing import TextIO
 import grpc
 
 from gateway.config import ConfigError, load_config
+from gateway.errors import GatewayError
 from gateway.levels import Level
 from gateway.v1 import gateway_pb2 as pb
 from gateway.v1 import gateway_pb2_grpc, policy_pb2
@@ -87,6 +88,29 @@ def _describe_route(route: pb.RouteInfo, out: TextIO) -> None:
     )
 
 
+def _explain(response: pb.RouteResponse, healthy: dict[str, bool], out: TextIO) -> None:
+    """The dry run, as a person reads it: where it goes, why, and what was detected."""
+    _describe_route(response.route, out)
+    context = response.context
+    out.write(
+        f"  task_type={policy_pb2.TaskType.Name(context.task_type)} "
+        f"complexity={context.complexity:.2f} "
+        f"estimated_input_tokens={context.estimated_input_tokens} "
+        f"policy={response.route.policy_name}@{response.route.policy_revision}\n"
+    )
+    for finding in response.findings:
+        level = policy_pb2.Classification.Name(finding.level)
+        out.write(f"  detected {finding.detector} x{finding.count} ({level})\n")
+    for candidate in response.candidates:
+        if not candidate.allowed:
+            state = f"dropped: {candidate.reason}"
+        elif healthy.get(candidate.model, False):
+            state = "ok"
+        else:
+            state = "skipped at dispatch: unhealthy (no API key, or circuit open)"
+        out.write(f"  candidate {candidate.model}: {state}\n")
+
+
 def _call(args: argparse.Namespace, out: TextIO) -> int:
     with grpc.insecure_channel(args.target) as channel:
         stub = gateway_pb2_grpc.GatewayServiceStub(channel)
@@ -95,10 +119,8 @@ def _call(args: argparse.Namespace, out: TextIO) -> int:
                 # The request messages share field numbers, so the bytes translate 1:1.
                 route_request = pb.RouteRequest.FromString(_chat_request(args).SerializeToString())
                 response = stub.Route(route_request, timeout=args.timeout)
-                _describe_route(response.route, out)
-                for candidate in response.candidates:
-                    state = "ok" if candidate.allowed else f"dropped: {candidate.reason}"
-                    out.write(f"  candidate {candidate.model}: {state}\n")
+                catalogue = stub.ListModels(pb.ListModelsRequest(), timeout=args.timeout)
+                _explain(response, {m.alias: m.healthy for m in catalogue.models}, out)
                 return 0
             stream = stub.ChatStream(_chat_request(args), timeout=args.timeout)
             for part in stream:
@@ -178,6 +200,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         sys.stderr.write(f"celgate: {exc}\n")
         return 2
+    except (GatewayError, OSError) as exc:
+        # Start-up failures a person can act on (port taken, Redis down): no stack trace.
+        sys.stderr.write(f"celgate: {exc}\n")
+        return 1
     except KeyboardInterrupt:
         return 130
 

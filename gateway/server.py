@@ -129,12 +129,18 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> Gateway:
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(service, server)
 
     credentials = server_credentials(config)
-    if credentials is None:
-        port = server.add_insecure_port(config.server.listen)
-    else:
-        port = server.add_secure_port(config.server.listen, credentials)
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(config.server.listen)
+        else:
+            port = server.add_secure_port(config.server.listen, credentials)
+    except RuntimeError:  # grpc's "Failed to bind"
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {config.server.listen}")
+        raise OSError(
+            f"cannot listen on {config.server.listen} (server.listen): the address is in use "
+            "or not available on this host"
+        )
     await server.start()
     gateway = Gateway(
         config, server, health_servicer, pipeline, authenticator, limiter, telemetry, port
