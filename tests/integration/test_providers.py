@@ -497,3 +497,39 @@ async def test_ollama_rejects_non_object_arguments(ollama_fake: FakeOllama) -> N
     assert error.kind == "bad_request"
     assert ollama_fake.request_count == 0
     await provider.aclose()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"object": "chat.completion"}, {"choices": []}, {"choices": [{"finish_reason": "stop"}]}],
+)
+async def test_openai_unreadable_completion_is_protocol(body: dict[str, Any]) -> None:
+    """A 200 whose body is not a chat.completion (a misconfigured proxy) is a protocol error,
+    so the dispatcher may fall back."""
+    from aiohttp import web
+
+    async def answer(request: web.Request) -> web.Response:
+        return web.json_response(body)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    model = ModelConfig(
+        provider="openai",
+        upstream_model="gpt-5.5",
+        base_url=f"http://127.0.0.1:{port}/v1",
+        location="cloud",
+        clearance="INTERNAL",
+    )
+    provider = OpenAIProvider(model, API_KEY)
+    try:
+        with pytest.raises(UpstreamError) as info:
+            await provider.chat(HELLO, timeout=5)
+        assert info.value.kind == "protocol" and info.value.retryable
+    finally:
+        await provider.aclose()
+        await runner.cleanup()
