@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import cast
 
 from gateway.budget import Ledger
-from gateway.budget.charging import Charger
+from gateway.budget.charging import Charger, Settlements
 from gateway.config import Config
 from gateway.convert import GatewayRequest
 from gateway.enforce import Dropped, enforce, refusal
@@ -83,6 +83,7 @@ class Pipeline:
         self.limiter = limiter
         self.ledger = ledger
         self.pricing = pricing
+        self.settlements = Settlements()
         self.inspector = Inspector(config.inspection)
         self._clock = clock
         self._catalogue: tuple[tuple[bool, ...], dict[str, policy_pb2.ModelInfo]] | None = None
@@ -276,6 +277,7 @@ class Pipeline:
         return Charger(
             self.ledger,
             self.pricing,
+            self.settlements,
             tenant=plan.request.tenant,
             labels=plan.request.labels,
             input_tokens=plan.inspection.estimated_input_tokens,

@@ -83,6 +83,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.pipeline.dispatcher.aclose()
+        await self.pipeline.settlements.drain()
         await self.pipeline.ledger.aclose()
         await self.limiter.aclose()
         # Flushing may wait on the collector (bounded): keep the loop free meanwhile.

@@ -4,11 +4,45 @@ or released when the attempt failed (DESIGN.md, invariant 6)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import asyncio
+import logging
+from collections.abc import Coroutine, Mapping
+from typing import Any
 
 from gateway.budget.ledger import Ledger, Reservation
 from gateway.pricing import Pricing
 from gateway.providers.base import Usage
+
+log = logging.getLogger(__name__)
+
+
+class Settlements:
+    """Settlements being written. They run after the answer has gone to the caller (the
+    reservation keeps holding the estimate until then, so nothing can overspend meanwhile);
+    shutdown waits for them."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self, settle: Coroutine[Any, Any, bool]) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(settle))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @staticmethod
+    async def _run(settle: Coroutine[Any, Any, bool]) -> None:
+        try:
+            await settle
+        except Exception as exc:
+            # The reservation still expires after ledger.reservation_ttl_s; say so, once each.
+            log.error(
+                "settling a charge failed (%s); its reservation is released when it expires",
+                type(exc).__name__,
+            )
+
+    async def drain(self) -> None:
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
 
 class Charger:
@@ -18,6 +52,7 @@ class Charger:
         self,
         ledger: Ledger,
         pricing: Pricing,
+        settlements: Settlements,
         *,
         tenant: str,
         labels: Mapping[str, str],
@@ -27,6 +62,7 @@ class Charger:
     ) -> None:
         self._ledger = ledger
         self._pricing = pricing
+        self._settlements = settlements
         self._tenant = tenant
         self._labels = labels
         self._input_tokens = input_tokens
@@ -56,8 +92,8 @@ class Charger:
         if held is None:
             return
         cost = self._pricing.cost(alias, usage) if usage is not None else held.amount_usd
-        await self._ledger.settle(held, cost, alias, self._task_type)
         self.cost_usd = cost
+        self._settlements.start(self._ledger.settle(held, cost, alias, self._task_type))
 
     def skipped(self, alias: str, reason: str) -> None:
         """Nothing was reserved for a candidate skipped before its budget stage."""

@@ -262,3 +262,18 @@ async def test_route_names_the_model_a_call_would_reach(
     answer = await stub.Chat(pb.ChatRequest.FromString(request.SerializeToString()))
     assert answer.route.model == "local" and answer.route.attempts == 1
     assert cloud.request_count == 0
+
+
+async def test_messages_over_the_size_limit_are_refused(ollama: FakeOllama) -> None:
+    ollama.reset()
+    config = make_config(
+        {"local": ollama_model(ollama.url)},
+        "local",
+        server={"listen": "127.0.0.1:0", "max_message_bytes": 64 * 1024},
+    )
+    async with serve(config) as (_, stub):
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Chat(pb.ChatRequest(messages=[user("x" * 100_000)]))
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert (await stub.Chat(pb.ChatRequest(messages=[user("small")]))).content
+    assert ollama.request_count == 1
