@@ -107,6 +107,21 @@ RETRYABLE: frozenset[UpstreamErrorKind] = frozenset(
 )
 
 
+def function_tools(tools: tuple[ToolSpec, ...]) -> list[dict[str, Any]]:
+    """Tool definitions in the `{"type": "function", ...}` form OpenAI and Ollama share."""
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": tool.name,
+                "description": tool.description,
+                "parameters": tool.parameters or {"type": "object", "properties": {}},
+            },
+        }
+        for tool in tools
+    ]
+
+
 def kind_for_status(status: int) -> UpstreamErrorKind:
     """The failure kind of an HTTP error status (Ollama's missing model is told apart by its
     adapter, from the message)."""

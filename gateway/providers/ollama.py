@@ -31,6 +31,7 @@ from gateway.providers.base import (
     UpstreamError,
     UpstreamErrorKind,
     Usage,
+    function_tools,
     kind_for_status,
     safe_message,
 )
@@ -162,17 +163,7 @@ class OllamaProvider:
         # Ollama has no tool_choice: "none" is honoured by not offering the tools; "required"
         # or a tool name cannot be enforced and leaves the choice to the model.
         if params.tools and params.tool_choice != "none":
-            body["tools"] = [
-                {
-                    "type": "function",
-                    "function": {
-                        "name": tool.name,
-                        "description": tool.description,
-                        "parameters": tool.parameters or {"type": "object", "properties": {}},
-                    },
-                }
-                for tool in params.tools
-            ]
+            body["tools"] = function_tools(params.tools)
         fmt = params.response_format
         if fmt is not None and fmt.type == "json_object":
             body["format"] = "json"

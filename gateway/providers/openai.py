@@ -25,6 +25,7 @@ from gateway.providers.base import (
     ToolCall,
     UpstreamError,
     Usage,
+    function_tools,
     kind_for_status,
     safe_message,
 )
@@ -140,17 +141,7 @@ class OpenAIProvider:
             "messages": [_message(m) for m in params.messages],
         }
         if params.tools:
-            request["tools"] = [
-                {
-                    "type": "function",
-                    "function": {
-                        "name": tool.name,
-                        "description": tool.description,
-                        "parameters": tool.parameters or {"type": "object", "properties": {}},
-                    },
-                }
-                for tool in params.tools
-            ]
+            request["tools"] = function_tools(params.tools)
         if params.tool_choice:
             choice = params.tool_choice
             request["tool_choice"] = (
