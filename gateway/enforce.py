@@ -59,6 +59,22 @@ def refusal(
     return None if reason is None else ("DATA_RESIDENCY", reason)
 
 
+# A candidate and, when it must not be used, (ErrorInfo reason, message).
+Verdict = tuple[str, tuple[str, str] | None]
+
+
+def judge(
+    chain: Sequence[str],
+    models: Mapping[str, ModelConfig],
+    classification: Level,
+    allowed: Collection[str] | None = None,
+) -> list[Verdict]:
+    """Every distinct candidate of the chain, in order, with its refusal if any."""
+    return [
+        (alias, refusal(alias, models, classification, allowed)) for alias in dict.fromkeys(chain)
+    ]
+
+
 def enforce(
     chain: Sequence[str],
     models: Mapping[str, ModelConfig],
@@ -67,16 +83,19 @@ def enforce(
     allowed: Collection[str] | None = None,
     on_violation: Literal["deny", "reroute"] = "deny",
     reroute_order: Sequence[str] = (),
+    verdicts: Sequence[Verdict] | None = None,
 ) -> Enforced:
     """Filter the policy's ordered chain (primary first). A refused primary is denied, or in
     reroute mode replaced by the first compliant model of `reroute_order`; refused fallbacks
-    are dropped from the chain."""
+    are dropped from the chain. `verdicts` are `judge(chain, ...)` when the caller already has
+    them (the pipeline records them before enforcing)."""
+    if verdicts is None:
+        verdicts = judge(chain, models, classification, allowed)
     kept: list[str] = []
     dropped: list[Dropped] = []
     rerouted_from: str | None = None
     primary_reason = ""
-    for position, alias in enumerate(dict.fromkeys(chain)):
-        refused = refusal(alias, models, classification, allowed)
+    for position, (alias, refused) in enumerate(verdicts):
         if refused is None:
             kept.append(alias)
             continue

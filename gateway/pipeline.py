@@ -20,7 +20,7 @@ from gateway.budget import Ledger
 from gateway.budget.charging import Charger, Settlements
 from gateway.config import Config
 from gateway.convert import GatewayRequest
-from gateway.enforce import Dropped, enforce, refusal
+from gateway.enforce import Dropped, enforce, judge
 from gateway.errors import InternalError, InvalidRequest, NoPolicy, PermissionDenied
 from gateway.inspect import Inspection, Inspector
 from gateway.levels import Level
@@ -211,19 +211,12 @@ class Pipeline:
         observation.decided(policy_name, revision, decision.rule)
         self.check_denied(decision, policy_name)
         candidates = [decision.model, *decision.fallbacks]
-        # Each candidate's verdict for the decision log, also when enforcement refuses the
-        # request below (its exception names only the first refusal).
-        observation.considered(
-            [
-                (
-                    alias,
-                    refusal(
-                        alias, self.config.models, inspection.classification, tenant.allowed_models
-                    ),
-                )
-                for alias in dict.fromkeys(candidates)
-            ]
+        verdicts = judge(
+            candidates, self.config.models, inspection.classification, tenant.allowed_models
         )
+        # Recorded before enforcing, so the decision log explains every candidate even when
+        # enforcement refuses the request (its exception names only the first refusal).
+        observation.considered(verdicts)
         enforced = enforce(
             candidates,
             self.config.models,
@@ -231,6 +224,7 @@ class Pipeline:
             allowed=tenant.allowed_models,
             on_violation=self.config.enforcement.on_violation,
             reroute_order=self.config.enforcement.reroute_order,
+            verdicts=verdicts,
         )
         observation.enforced(enforced.chain, enforced.rerouted_from)
         params = request.params

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from gateway.config import ModelConfig
-from gateway.enforce import Dropped, enforce, refusal, violation
+from gateway.enforce import Dropped, enforce, judge, refusal, violation
 from gateway.errors import PermissionDenied
 from gateway.levels import Level
 
@@ -124,3 +124,21 @@ def test_tenant_allowed_models_narrow_the_chain() -> None:
     with pytest.raises(PermissionDenied) as info:
         enforce(["cloud"], MODELS, Level.PUBLIC, allowed=["local"])
     assert info.value.reason == "MODEL_NOT_ALLOWED"
+
+
+def test_judge_lists_every_distinct_candidate_with_its_refusal() -> None:
+    verdicts = judge(
+        ["cloud", "local", "cloud", "nope"], MODELS, Level.RESTRICTED, {"cloud", "local"}
+    )
+    assert [alias for alias, _ in verdicts] == ["cloud", "local", "nope"]
+    assert (verdicts[0][1] is not None and verdicts[0][1][0] == "MODEL_NOT_ALLOWED") or (
+        verdicts[0][1] is not None and verdicts[0][1][0] == "DATA_RESIDENCY"
+    )
+    assert verdicts[1][1] is None
+    assert verdicts[2][1] is not None and verdicts[2][1][0] == "UNKNOWN_MODEL"
+    # enforce() with the same verdicts decides exactly as it does without them.
+    chain = ["local", "cloud"]
+    given = enforce(
+        chain, MODELS, Level.RESTRICTED, verdicts=judge(chain, MODELS, Level.RESTRICTED)
+    )
+    assert given == enforce(chain, MODELS, Level.RESTRICTED)
