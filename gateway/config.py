@@ -79,6 +79,9 @@ class TLSConfig(_Strict):
 class ServerConfig(_Strict):
     listen: str = DEFAULT_LISTEN
     tls: TLSConfig | None = None
+    # Optional plaintext HOST:PORT serving only grpc.health.v1, for probes that cannot speak
+    # TLS (kubelet's gRPC probes) when `tls` is set on the main port.
+    health_listen: str | None = None
     # Largest gRPC message accepted or sent, in bytes.
     max_message_bytes: int = Field(default=4 * 1024 * 1024, gt=0)
     # Seconds in-flight calls get to finish after SIGTERM.
@@ -86,9 +89,11 @@ class ServerConfig(_Strict):
     # Upper bound on any upstream call when the caller sets no deadline.
     default_deadline_s: float = Field(default=120.0, gt=0)
 
-    @field_validator("listen")
+    @field_validator("listen", "health_listen")
     @classmethod
-    def _host_port(cls, value: str) -> str:
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
         host, sep, port = value.rpartition(":")
         if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
             raise ValueError("must be HOST:PORT, for example 127.0.0.1:50051")

@@ -53,6 +53,9 @@ class Gateway:
     limiter: TenantRateLimiter
     telemetry: Telemetry
     port: int
+    # The plaintext health-only listener (`server.health_listen`), when configured.
+    health_server: grpc.aio.Server | None = None
+    health_port: int = 0
     _stop_watch: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -78,6 +81,8 @@ class Gateway:
         await self.health.enter_graceful_shutdown()
         self._stop_watch.set()
         await self.server.stop(self.config.server.grace_period_s if grace is None else grace)
+        if self.health_server is not None:
+            await self.health_server.stop(0)
         for task in self._tasks:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -88,6 +93,29 @@ class Gateway:
         await self.limiter.aclose()
         # Flushing may wait on the collector (bounded): keep the loop free meanwhile.
         await asyncio.to_thread(self.telemetry.shutdown)
+
+
+def _bind(
+    server: grpc.aio.Server,
+    address: str,
+    field_name: str,
+    credentials: grpc.ServerCredentials | None,
+) -> int:
+    """Add the listening port; an address that cannot be bound is an error naming the field."""
+    port: int
+    try:
+        if credentials is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError:  # grpc's "Failed to bind"
+        port = 0
+    if port == 0:
+        raise OSError(
+            f"cannot listen on {address} ({field_name}): the address is in use or not "
+            "available on this host"
+        )
+    return port
 
 
 def _load_policy(store: PolicyStore) -> None:
@@ -129,23 +157,22 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> Gateway:
     service = GatewayService(pipeline, authenticator, telemetry)
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(service, server)
 
-    credentials = server_credentials(config)
-    try:
-        if credentials is None:
-            port = server.add_insecure_port(config.server.listen)
-        else:
-            port = server.add_secure_port(config.server.listen, credentials)
-    except RuntimeError:  # grpc's "Failed to bind"
-        port = 0
-    if port == 0:
-        raise OSError(
-            f"cannot listen on {config.server.listen} (server.listen): the address is in use "
-            "or not available on this host"
+    port = _bind(server, config.server.listen, "server.listen", server_credentials(config))
+    health_server: grpc.aio.Server | None = None
+    health_port = 0
+    if config.server.health_listen is not None:
+        # Health only, in plaintext: kubelet's gRPC probes cannot speak TLS.
+        health_server = grpc.aio.server()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_server)
+        health_port = _bind(
+            health_server, config.server.health_listen, "server.health_listen", None
         )
+        await health_server.start()
     await server.start()
     gateway = Gateway(
         config, server, health_servicer, pipeline, authenticator, limiter, telemetry, port
     )
+    gateway.health_server, gateway.health_port = health_server, health_port
 
     loop = asyncio.get_running_loop()
 

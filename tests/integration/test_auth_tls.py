@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.auth import API_KEY_FAILURE, MTLS_FAILURE, hash_key
 from gateway.config import Config, parse_config
@@ -132,12 +133,14 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
 # --- a server that authenticates with the real code -------------------------------------------
 
 
-def make_config(pki: PKI, auth: dict[str, Any], *, client_ca: bool = False) -> Config:
+def make_config(
+    pki: PKI, auth: dict[str, Any], *, client_ca: bool = False, **server: Any
+) -> Config:
     tls: dict[str, Any] = {"cert_file": "tls.crt", "key_file": "tls.key"}
     if client_ca:
         tls["client_ca_file"] = "ca.crt"
     data = {
-        "server": {"listen": "127.0.0.1:0", "tls": tls},
+        "server": {"listen": "127.0.0.1:0", "tls": tls, **server},
         "auth": auth,
         "models": MODELS,
         "default_model": "local",
@@ -328,3 +331,23 @@ async def test_renewed_server_certificate_is_served_without_restart(pki: PKI, se
     code, _ = await status_of(pki, server.port, client=pki.known)  # trusts the old CA only
     assert code == grpc.StatusCode.UNAVAILABLE
     assert await call(pki, server.port, client=pki.known, ca=new_ca.cert_pem) == "team-a"
+
+
+async def test_plaintext_health_port_serves_health_only(pki: PKI, serve: Any) -> None:
+    """Kubelet's gRPC probes speak plaintext: `server.health_listen` answers them while the
+    gateway itself stays behind TLS."""
+    config = make_config(pki, keys_auth(pki, ("team-a", KEY_A)), health_listen="127.0.0.1:0")
+    server = await serve(config)
+    health_port = server.gateway.health_port
+    assert health_port and health_port != server.port
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{health_port}") as channel:
+        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await gateway_pb2_grpc.GatewayServiceStub(channel).Route(
+                pb.RouteRequest(messages=[pb.Message(role=pb.ROLE_USER, content="x")]),
+                metadata=(("authorization", f"Bearer {KEY_A}"),),
+            )
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert server.calls == []
+    assert await call(pki, server.port, key=KEY_A) == "team-a"

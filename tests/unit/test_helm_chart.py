@@ -258,10 +258,14 @@ def test_probes_use_native_grpc_health() -> None:
         assert container[probe]["grpc"] == {"port": 50051}, probe
 
 
-def test_tls_port_gets_tcp_probes_because_kubelet_grpc_probes_are_plaintext() -> None:
+def test_tls_gateway_is_probed_on_its_plaintext_health_port() -> None:
+    # Kubelet's gRPC probes cannot speak TLS: they use the health-only port instead.
     container = gateway_container(profile_docs("mtls"))
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert container[probe]["tcpSocket"] == {"port": "grpc"}, probe
+        assert container[probe]["grpc"] == {"port": 8086}, probe
+    assert {"name": "health", "containerPort": 8086, "protocol": "TCP"} in container["ports"]
+    assert celgate_yaml(profile_docs("mtls"))["server"]["health_listen"] == "0.0.0.0:8086"
+    assert "health_listen" not in celgate_yaml(profile_docs("default"))["server"]
     config = celgate_yaml(profile_docs("mtls"))
     assert config["server"]["tls"]["client_ca_file"] == "/etc/celgate/tls/ca.crt"
     mounts = {m["mountPath"] for m in container["volumeMounts"]}

@@ -168,12 +168,14 @@ model's base_url passed through tpl. Returned as YAML.
 {{- $server := deepCopy ($cfg.server | default dict) -}}
 {{- $_ := set $server "listen" (printf "0.0.0.0:%d" (int .Values.containerPort)) -}}
 {{- $_ := unset $server "tls" -}}
+{{- $_ := unset $server "health_listen" -}}
 {{- if .Values.tls.existingSecret -}}
 {{- $tls := dict "cert_file" (printf "%s/%s" (include "celgate.paths.tls" .) .Values.tls.certKey) "key_file" (printf "%s/%s" (include "celgate.paths.tls" .) .Values.tls.keyKey) -}}
 {{- if eq .Values.auth.mode "mtls" -}}
 {{- $_ := set $tls "client_ca_file" (printf "%s/%s" (include "celgate.paths.tls" .) .Values.tls.caKey) -}}
 {{- end -}}
 {{- $_ := set $server "tls" $tls -}}
+{{- $_ := set $server "health_listen" (printf "0.0.0.0:%d" (int .Values.healthPort)) -}}
 {{- end -}}
 {{- $_ := set $cfg "server" $server -}}
 {{- $auth := dict "mode" .Values.auth.mode -}}
