@@ -8,6 +8,7 @@ named by environment variable.
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -202,17 +203,32 @@ class LedgerConfig(_Strict):
     backend: Literal["sqlite", "redis"] = "sqlite"
     # SQLite file (relative to the config file).
     path: Path = Path("../var/ledger.sqlite3")
-    # Redis URL for several replicas, for example redis://redis:6379/0.
+    # Redis URL for several replicas, for example redis://redis:6379/0; or, when the URL holds
+    # a password, the name of the environment variable that holds it (`url_env`).
     url: str | None = None
+    url_env: str | None = None
     # Seconds a reservation holds budget when it is never settled or released (a crashed
     # replica): after this it stops counting. Keep it above the longest request deadline.
     reservation_ttl_s: float = Field(default=900.0, gt=0)
 
     @model_validator(mode="after")
     def _redis_needs_url(self) -> LedgerConfig:
-        if self.backend == "redis" and not self.url:
-            raise ValueError("backend 'redis' needs 'url'")
+        if self.backend == "redis" and not (self.url or self.url_env):
+            raise ValueError("backend 'redis' needs 'url' or 'url_env'")
+        if self.url and self.url_env:
+            raise ValueError("set 'url' or 'url_env', not both")
         return self
+
+    def redis_url(self) -> str:
+        """The Redis URL, read from `url_env` when that names it. Raises ConfigError (naming
+        the variable, never its value) when the variable is unset."""
+        if self.url_env is None:
+            assert self.url is not None  # the validator requires one of them
+            return self.url
+        value = os.environ.get(self.url_env, "")
+        if not value:
+            raise ConfigError(f"ledger.url_env: environment variable {self.url_env} is not set")
+        return value
 
 
 class TelemetryConfig(_Strict):

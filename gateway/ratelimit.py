@@ -270,6 +270,6 @@ class RedisRateLimiter:
 def open_rate_limiter(config: Config, clock: Clock | None = None) -> TenantRateLimiter:
     """Redis buckets when the ledger uses Redis (same URL), so replicas share one limit."""
     limits = limits_from_config(config)
-    if config.ledger.backend == "redis" and config.ledger.url:
-        return RedisRateLimiter.from_url(config.ledger.url, limits, clock or time.time)
+    if config.ledger.backend == "redis":
+        return RedisRateLimiter.from_url(config.ledger.redis_url(), limits, clock or time.time)
     return RateLimiter(limits, clock or time.monotonic)

@@ -20,8 +20,7 @@ async def open_ledger(config: Config, *, clock: Clock = utc_now) -> Ledger:
     if config.ledger.backend == "redis":
         from gateway.budget.redis import RedisLedger
 
-        assert config.ledger.url is not None  # the config validator requires it
-        redis_ledger = RedisLedger(config, config.ledger.url, clock=clock)
+        redis_ledger = RedisLedger(config, config.ledger.redis_url(), clock=clock)
         try:
             await redis_ledger.open()
         except BaseException:

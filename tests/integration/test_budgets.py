@@ -97,9 +97,11 @@ async def test_concurrent_requests_cannot_overspend_sqlite(
 
 
 async def test_concurrent_requests_cannot_overspend_redis(
-    cloud: FakeOpenAI, redis_server: RedisServer
+    cloud: FakeOpenAI, redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    data = budget_config(cloud.url, {"backend": "redis", "url": redis_server.url})
+    # The URL comes from the environment, as a Kubernetes Secret would provide it.
+    monkeypatch.setenv("CELGATE_TEST_REDIS_URL", redis_server.url)
+    data = budget_config(cloud.url, {"backend": "redis", "url_env": "CELGATE_TEST_REDIS_URL"})
     async with serve(make_config(data["models"], "cloud", **_rest(data))) as (_, stub):
         answered, refused = await burst(stub, 200)
     assert (answered, refused) == (COVERED, 200 - COVERED)

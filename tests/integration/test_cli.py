@@ -104,3 +104,10 @@ def test_start_up_failures_are_one_line_without_a_trace(tmp_path: Path) -> None:
     assert redis_down.returncode == 1
     assert "ledger.url" in redis_down.stderr and "unreachable" in redis_down.stderr
     assert "s3cret-pass" not in redis_down.stderr and "Traceback" not in redis_down.stderr
+
+    data["ledger"] = {"backend": "redis", "url_env": "CELGATE_TEST_UNSET_REDIS_URL"}
+    unset = serve_once(data, tmp_path)
+    assert unset.returncode == 2
+    assert "ledger.url_env: environment variable CELGATE_TEST_UNSET_REDIS_URL is not set" in (
+        unset.stderr
+    )

@@ -447,6 +447,29 @@ def test_no_secret_value_can_reach_a_manifest() -> None:
             assert not re.search(r"\bsk-[A-Za-z0-9_-]{16,}", text)
 
 
+def test_redis_url_with_a_password_comes_from_a_secret() -> None:
+    values = _merge(
+        PROFILES["redis-replicas"],
+        {"ledger": {"redis": {"url": "", "existingSecret": "celgate-redis", "key": "url"}}},
+    )
+    docs = documents(render(values))
+    for doc in docs:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+    config = celgate_yaml(docs)
+    assert config["ledger"] == {
+        "backend": "redis",
+        "url_env": "CELGATE_REDIS_URL",
+        "reservation_ttl_s": 900,
+    }
+    parse_config(config, source="rendered celgate.yaml")
+    env = {e["name"]: e for e in gateway_container(docs)["env"]}
+    assert env["CELGATE_REDIS_URL"]["valueFrom"] == {
+        "secretKeyRef": {"name": "celgate-redis", "key": "url"}
+    }
+    both = _merge(values, {"ledger": {"redis": {"url": "redis://redis:6379/0"}}})
+    assert "set url or existingSecret, not both" in render_error(both)
+
+
 # --- bad values ------------------------------------------------------------------------------
 
 BAD_VALUES = {

@@ -192,7 +192,11 @@ model's base_url passed through tpl. Returned as YAML.
 {{- $_ := set $cfg "policy" (dict "dir" $policyDir "watch" true) -}}
 {{- $ledger := dict "backend" .Values.ledger.backend "reservation_ttl_s" .Values.ledger.reservationTtlSeconds -}}
 {{- if eq .Values.ledger.backend "redis" -}}
+{{- if .Values.ledger.redis.existingSecret -}}
+{{- $_ := set $ledger "url_env" "CELGATE_REDIS_URL" -}}
+{{- else -}}
 {{- $_ := set $ledger "url" .Values.ledger.redis.url -}}
+{{- end -}}
 {{- else -}}
 {{- $_ := set $ledger "path" (printf "%s/ledger.sqlite3" (include "celgate.paths.data" .)) -}}
 {{- end -}}
@@ -258,8 +262,11 @@ Checks across values that a schema cannot express. Each failure says what to cha
 {{- fail "ledger.backend=sqlite with autoscaling.enabled=true: the SQLite ledger is a file on one pod's volume, so every extra replica would keep its own budget and tenants could overspend. Set ledger.backend=redis with ledger.redis.url, or autoscaling.enabled=false." -}}
 {{- end -}}
 {{- if eq .Values.ledger.backend "redis" -}}
-{{- if not .Values.ledger.redis.url -}}
-{{- fail "ledger.backend=redis needs ledger.redis.url, for example redis://redis-master.redis.svc:6379/0." -}}
+{{- if and .Values.ledger.redis.url .Values.ledger.redis.existingSecret -}}
+{{- fail "ledger.redis: set url or existingSecret, not both." -}}
+{{- end -}}
+{{- if not (or .Values.ledger.redis.url .Values.ledger.redis.existingSecret) -}}
+{{- fail "ledger.backend=redis needs ledger.redis.url (for example redis://redis-master.redis.svc:6379/0), or ledger.redis.existingSecret holding the URL when it carries a password." -}}
 {{- end -}}
 {{- if regexMatch "^rediss?://[^/]*@" .Values.ledger.redis.url -}}
 {{- fail "ledger.redis.url holds credentials (user:password@): rendered manifests must never hold secrets; use a Redis reachable without a password in the URL, restricted by the NetworkPolicy." -}}
