@@ -20,6 +20,7 @@ from gateway.providers.base import (
     ChatResult,
     Chunk,
     ResponseFormat,
+    ResponseFormatType,
     Role,
     ToolCall,
     ToolSpec,
@@ -37,7 +38,7 @@ _ROLES: dict[int, Role] = {
     pb.ROLE_ASSISTANT: "assistant",
     pb.ROLE_TOOL: "tool",
 }
-_FORMATS = {
+_FORMATS: dict[int, ResponseFormatType] = {
     pb.RESPONSE_FORMAT_TYPE_TEXT: "text",
     pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT: "json_object",
     pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA: "json_schema",
@@ -114,7 +115,7 @@ def _response_format(fmt: pb.ResponseFormat) -> ResponseFormat | None:
     if kind is None:
         raise InvalidRequest("response_format.type", "must be TEXT, JSON_OBJECT or JSON_SCHEMA")
     if kind != "json_schema":
-        return ResponseFormat(type=kind)  # type: ignore[arg-type]
+        return ResponseFormat(type=kind)
     if not fmt.schema_name:
         raise InvalidRequest("response_format.schema_name", "is required for JSON_SCHEMA")
     schema = _json_object(fmt.json_schema, "response_format.json_schema")
