@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import watchfiles
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -75,6 +76,23 @@ class Gateway:
         self.authenticator.reload(config)
         self.limiter.reload(config)
         log.info("access settings reloaded")
+
+    async def watch_keys(self, path: Path) -> None:
+        """Reload the API keys whenever their file changes (a Kubernetes Secret update swaps
+        the mounted folder's symlinks, so the folder is watched): revocation needs no restart."""
+        async for _changes in watchfiles.awatch(
+            path.parent,
+            stop_event=self._stop_watch,
+            debounce=200,
+            step=50,
+            ignore_permission_denied=True,
+        ):
+            try:
+                self.authenticator.reload(self.config)
+            except ConfigError as exc:
+                log.error("API key file reload failed, keeping the previous keys:\n%s", exc)
+            else:
+                log.info("API keys reloaded from %s", path)
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: refuse new calls, let in-flight ones finish within the grace period."""
@@ -184,6 +202,9 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> Gateway:
     policies.on_change = on_policy_change
     if config.policy.watch:
         gateway._tasks.append(asyncio.create_task(policies.watch(gateway._stop_watch)))
+    if config.auth.api_keys_file is not None:
+        keys_file = config.resolve(config.auth.api_keys_file)
+        gateway._tasks.append(asyncio.create_task(gateway.watch_keys(keys_file)))
     await gateway.set_serving(policies.current is not None)
     log.info("celgate listening on %s", gateway.address)
     return gateway

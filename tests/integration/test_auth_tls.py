@@ -7,6 +7,7 @@ gateway authenticated. No model is called.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import os
@@ -350,4 +351,21 @@ async def test_plaintext_health_port_serves_health_only(pki: PKI, serve: Any) ->
             )
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
     assert server.calls == []
+    assert await call(pki, server.port, key=KEY_A) == "team-a"
+
+
+async def test_key_file_change_revokes_without_a_restart(pki: PKI, serve: Any) -> None:
+    """A Kubernetes Secret update rewrites the mounted key file: the gateway watches it."""
+    server = await serve(make_config(pki, keys_auth(pki, ("team-a", KEY_A), ("team-b", KEY_B))))
+    assert await call(pki, server.port, key=KEY_B) == "team-b"
+    keys_auth(pki, ("team-a", KEY_A))  # rewrites the file without team-b's key
+    for _ in range(100):
+        try:
+            await call(pki, server.port, key=KEY_B)
+        except grpc.aio.AioRpcError as exc:
+            assert (exc.code(), exc.details()) == (grpc.StatusCode.UNAUTHENTICATED, API_KEY_FAILURE)
+            break
+        await asyncio.sleep(0.05)
+    else:
+        pytest.fail("the removed key still works after the key file changed")
     assert await call(pki, server.port, key=KEY_A) == "team-a"
