@@ -163,21 +163,24 @@ class Vocabulary:
         self._local = threading.local()
 
     def cues(self, user: bytes, system: bytes) -> Cues:
+        return self.cues_in(user + b"\n" + system, len(user))
+
+    def cues_of(self, user: str, system: str) -> Cues:
+        """As `cues`, from the texts: one encoding of both."""
+        split = len(user) if user.isascii() else len(user.encode("utf-8", "replace"))
+        return self.cues_in((user + "\n" + system).encode("utf-8", "replace"), split)
+
+    def cues_in(self, data: bytes, split: int) -> Cues:
+        """`data`: the user message's UTF-8 (`split` bytes), a newline, the system messages'."""
         scratch = getattr(self._local, "scratch", None)
         if scratch is None:
             scratch = self._local.scratch = hyperscan.Scratch(self._database)
         # One scan: user text first, so a cue's first (and only) report lands in the user part
         # whenever the user message has it.
         found: list[tuple[int, int]] = []
-        self._database.scan(
-            user + b"\n" + system,
-            match_event_handler=_collect,
-            context=found,
-            scratch=scratch,
-        )
+        self._database.scan(data, match_event_handler=_collect, context=found, scratch=scratch)
         if not found:
             return _NO_CUES
-        split = len(user)
         groups = self._groups
         in_user: set[str] = set()
         in_system: set[str] = set()
@@ -231,27 +234,42 @@ _STRUCTURE = re.compile(r"^[ \t]*(?:[-*+#|]|\d{1,2}[.)])", re.MULTILINE)
 
 
 def _structure(text: str) -> int:
+    questions = text.count("?")
+    extra = questions - 1 if questions > 1 else 0
     if "\n" not in text:
-        return max(0, text.count("?") - 1)
-    return len(_STRUCTURE.findall(text)) + max(0, text.count("?") - 1)
+        return extra
+    return len(_STRUCTURE.findall(text)) + extra
 
 
 def complexity_features(
     params: ChatParams, cues: Cues, instructions: Sequence[str], tokens: int
 ) -> dict[str, float]:
     """Each feature in [0, 1]; see docs/inspection.md for what each one stands for."""
-    turns = sum(1 for m in params.messages if m.role in ("user", "assistant"))
-    has_syntax = "syntax" in cues.user or "syntax" in cues.system
-    has_code_cue = "code" in cues.user or "code" in cues.system
+    turns = 0
+    for m in params.messages:
+        if m.role == "user" or m.role == "assistant":
+            turns += 1
+    if cues is _NO_CUES:
+        code = 0.0
+    else:
+        user, system = cues.user, cues.system
+        if "syntax" in user or "syntax" in system:
+            code = 1.0
+        else:
+            code = 0.6 if "code" in user or "code" in system else 0.0
     fmt = params.response_format
-    schema = 0.5 if fmt is not None and fmt.type == "json_schema" else 0.0
-    schema = 0.25 if fmt is not None and fmt.type == "json_object" else schema
+    schema = 0.0
+    if fmt is not None:
+        schema = 0.5 if fmt.type == "json_schema" else 0.25 if fmt.type == "json_object" else 0.0
+    structure = 0
+    for text in instructions:
+        structure += _structure(text)
     return {
         "length": _log_scale(tokens, 64, 32_000),
         "reasoning": _saturate(cues.distinct, 6),
-        "code": 1.0 if has_syntax else 0.6 if has_code_cue else 0.0,
+        "code": code,
         "turns": _saturate(turns - 1, 12),
-        "structure": _saturate(sum(_structure(text) for text in instructions), 12),
+        "structure": _saturate(structure, 12),
         "output": _log_scale(params.max_tokens or 0, 256, 32_768),
         "tools": min(1.0, len(params.tools) / 8 + schema),
     }
@@ -259,7 +277,8 @@ def complexity_features(
 
 def complexity(features: dict[str, float]) -> float:
     # Rounded so that the same request always yields the same float, whatever the summation.
-    return round(sum(WEIGHTS[name] * value for name, value in features.items()), 4)
+    weights = WEIGHTS
+    return round(sum([weights[name] * value for name, value in features.items()]), 4)
 
 
 def estimate_input_tokens(text: str, data_len: int, params: ChatParams) -> int:

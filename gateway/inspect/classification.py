@@ -140,6 +140,19 @@ class Classifier:
         self._local = threading.local()
 
     @property
+    def _patterns_by_id(self) -> tuple[_Pattern, ...]:
+        return self._pattern_table
+
+    @_patterns_by_id.setter
+    def _patterns_by_id(self, patterns: tuple[_Pattern, ...]) -> None:
+        self._pattern_table = patterns
+        # Per pattern, what `_findings` needs, unpacked once: (locate, start-of-match tracked,
+        # kind, validator, detector).
+        self._plans = tuple(
+            (p.locate, bool(p.flags & _SOM), p.kind, p.validator, p.detector) for p in patterns
+        )
+
+    @property
     def detector_levels(self) -> dict[str, Level]:
         """Every active detector id and the level a finding of it implies."""
         return dict(self._levels)
@@ -230,27 +243,29 @@ class Classifier:
         return self._findings(data, hits) if hits else ()
 
     def _findings(self, data: bytes, hits: list[tuple[int, int, int]]) -> tuple[Finding, ...]:
-        patterns = self._patterns_by_id
+        plans = self._plans
         levels = self._levels
         accepted: dict[str, list[tuple[int, int]]] = {}
         # Several ends per start (a number followed by more digit groups): the longest valid
         # one counts. Sorted descending, each (pattern, start) meets its longest end first.
-        hits.sort(reverse=True)
+        if len(hits) > 1:
+            hits.sort(reverse=True)
         done: set[tuple[int, int] | tuple[int, int, str]] = set()
-        pattern = patterns[hits[0][0]]
+        index = hits[0][0]
         try:
             for index, start, end in hits:
-                pattern = patterns[index]
-                if pattern.locate is not None:
+                locate, som, kind, validator, detector = plans[index]
+                if locate is not None:
                     # Scanned without start-of-match tracking: Hyperscan reports start 0.
-                    start = pattern.locate(data, end)
-                elif not pattern.flags & _SOM:
+                    start = locate(data, end)
+                elif not som:
                     start = end
-                if pattern.kind is not None:
+                if kind is not None:
                     # Each detector the pattern serves takes its own longest valid end.
-                    detector = pattern.kind(data, start, end)
-                    if detector is None or detector not in levels:
+                    found = kind(data, start, end)
+                    if found is None or found not in levels:
                         continue
+                    detector = found
                     key: tuple[int, int] | tuple[int, int, str] = (index, start, detector)
                     if key in done:
                         continue
@@ -258,9 +273,8 @@ class Classifier:
                     key = (index, start)
                     if key in done:
                         continue
-                    if pattern.validator is not None and not pattern.validator(data, start, end):
+                    if validator is not None and not validator(data, start, end):
                         continue
-                    detector = pattern.detector
                 done.add(key)
                 spans = accepted.get(detector)
                 if spans is None:
@@ -269,10 +283,11 @@ class Classifier:
                     spans.append((start, end))
         except Exception as exc:
             # Exception text may quote the candidate (UnicodeDecodeError does): drop it.
+            failed = self._patterns_by_id[index].detector
             raise InternalError(
-                f"inspection failed: detector {pattern.detector} raised {type(exc).__name__}",
+                f"inspection failed: detector {failed} raised {type(exc).__name__}",
                 reason="INSPECTION_FAILED",
-                detector=pattern.detector,
+                detector=failed,
             ) from None
         for detector, specific in SUBSUMED_BY.items():
             if detector in accepted:

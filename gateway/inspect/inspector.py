@@ -29,7 +29,11 @@ class Inspection:
 
 def effective_level(declared: Level | None, findings: tuple[Finding, ...]) -> Level:
     """Classification only goes up: the caller can raise it, never declare below a finding."""
-    return max([Level.PUBLIC, declared or Level.PUBLIC, *(f.level for f in findings)])
+    level = declared or Level.PUBLIC  # PUBLIC is the lowest level
+    for finding in findings:
+        if finding.level > level:
+            level = finding.level
+    return level
 
 
 class Inspector:
@@ -56,9 +60,7 @@ class Inspector:
         findings = self._classifier.scan(data)
 
         user, system = normalize.instruction_text(params)
-        cues = self._vocabulary.cues(
-            user.encode("utf-8", "replace"), system.encode("utf-8", "replace")
-        )
+        cues = self._vocabulary.cues_of(user, system)
         tokens = analysis.estimate_input_tokens(text, len(data) - 2, params)
         features = analysis.complexity_features(params, cues, (user, system), tokens)
         return Inspection(

@@ -405,3 +405,29 @@ def test_validators_directly() -> None:
     assert v.luhn_ok(b"79927398713") and not v.luhn_ok(b"79927398710")
     assert v.iban_mod97("GB82WEST12345698765432") and not v.iban_mod97("GB82WEST12345698765433")
     assert v.shannon_entropy(b"aaaa") == 0.0 and v.shannon_entropy(b"abcd") == 2.0
+
+
+def test_card_after_a_short_digit_group_and_no_candidates_outside_the_schemes(
+    inspector: Inspector, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Candidates start at a scheme prefix (2-6): a leading "12" no longer hides the card.
+    assert [f.detector for f in inspector.inspect(user(f"ref 12 {CARD} ok")).findings] == [
+        "fin.payment_card"
+    ]
+    calls: list[int] = []
+    original = v.payment_card
+
+    def counting(data: bytes, start: int, end: int) -> bool:
+        calls.append(end)
+        return original(data, start, end)
+
+    classifier = inspector._classifier
+    patterns = tuple(
+        p.__class__(p.detector, p.expression, p.flags, counting, p.locate)
+        if p.detector == "fin.payment_card"
+        else p
+        for p in classifier._patterns_by_id
+    )
+    monkeypatch.setattr(classifier, "_patterns_by_id", patterns)
+    assert inspector.inspect(user("1 " * 2000)).findings == ()
+    assert calls == []
