@@ -52,7 +52,6 @@ class Plan:
     params: ChatParams  # the request's parameters after the policy's caps
     inspection: Inspection
     context: policy_pb2.PolicyRequest
-    budget: policy_pb2.BudgetState
     decision: policy_pb2.RouteDecision
     policy_name: str
     policy_revision: str
@@ -237,7 +236,6 @@ class Pipeline:
             params=params,
             inspection=inspection,
             context=context,
-            budget=budget,
             decision=decision,
             policy_name=policy_name,
             policy_revision=revision,
