@@ -269,28 +269,28 @@ def test_replay_counts_changes_refusals_and_cost_exactly(tmp_path: Path, config:
                 route="cheap",
                 model="cheap",
                 usage={"input_tokens": 120, "output_tokens": 30},
-            ),  # noqa: E501
+            ),
             # changed: cheap -> strong, priced with the recorded usage at strong's prices
             line(
                 code,
                 route="cheap",
                 model="cheap",
                 usage={"input_tokens": 410, "output_tokens": 200},
-            ),  # noqa: E501
+            ),
             # live fell back to local after cheap failed; the route is unchanged: same cost
             line(
                 request(),
                 route="cheap",
                 model="local",
                 usage={"input_tokens": 90, "output_tokens": 10},
-            ),  # noqa: E501
+            ),
             # a residency refusal the candidate adds: confidential content sent to strong
             line(
                 request(classification=policy_pb2.CLASSIFICATION_CONFIDENTIAL),
                 route="local",
                 model="local",
                 usage={"input_tokens": 50, "output_tokens": 5},
-            ),  # noqa: E501
+            ),
             # a live policy deny the candidate removes: nothing was called, so it is priced by
             # the reservation estimate (100 input tokens, max_output_tokens 60)
             line(request(max_output_tokens=60), route=None, reason="POLICY_DENIED"),
@@ -304,7 +304,7 @@ def test_replay_counts_changes_refusals_and_cost_exactly(tmp_path: Path, config:
                 "rpc": "Chat",
                 "tenant": "team-a",
                 "model": "cheap",
-            },  # noqa: E501
+            },
             {**line(request(), route=None, reason="RATE_LIMITED"), "policy_inputs": None},
         ],
     )
