@@ -25,6 +25,7 @@ from gateway.errors import InternalError, InvalidRequest, NoPolicy, PermissionDe
 from gateway.inspect import Inspection, Inspector
 from gateway.levels import Level
 from gateway.policy import PolicyEvaluationError, PolicyStore
+from gateway.policy.inputs import label_guard
 from gateway.policy.shadow import ShadowPolicy
 from gateway.pricing import Pricing
 from gateway.providers.base import ChatParams, ChatResult, Chunk, Usage
@@ -89,6 +90,7 @@ class Pipeline:
         self._clock = clock
         # A candidate policy decided beside the live one and never obeyed (policy/shadow.py).
         self.shadow = shadow
+        self._withhold = label_guard(self.inspector)
         self._catalogue: tuple[tuple[bool, ...], dict[str, policy_pb2.ModelInfo]] | None = None
 
     def model_infos(self) -> dict[str, policy_pb2.ModelInfo]:
@@ -212,7 +214,7 @@ class Pipeline:
         observation.budget(budget)
         models = self.model_infos()
         shadow = None if self.shadow is None else self.shadow.defer(context, budget, models, now)
-        observation.policy_inputs(context, budget, models, now, shadow)
+        observation.policy_inputs(context, budget, models, now, shadow, self._withhold)
         decision, policy_name, revision = self.decide(context, budget, now)
         observation.decided(policy_name, revision, decision.rule)
         self.check_denied(decision, policy_name)

@@ -55,6 +55,7 @@ from gateway.budget.charging import Charger
 from gateway.config import Config, ConfigError, ModelConfig
 from gateway.errors import BudgetExhausted, GatewayError
 from gateway.levels import Level
+from gateway.policy.inputs import Withhold
 from gateway.policy.inputs import encode as encode_policy_inputs
 from gateway.policy.shadow import REFUSED, PendingShadow
 from gateway.providers.base import UpstreamError, Usage
@@ -680,10 +681,13 @@ class Observation:
         models: Mapping[str, policy_pb2.ModelInfo],
         now: datetime,
         shadow: PendingShadow | None,
+        withhold: Withhold | None = None,
     ) -> None:
         """What the policy is about to see (recorded for replay), and the shadow's pending
         decision on the same inputs."""
-        self.record.policy_inputs = encode_policy_inputs(request, budget, models, now)
+        self.record.policy_inputs = encode_policy_inputs(
+            request, budget, models, now, withhold=withhold
+        )
         self._shadow = shadow
 
     def decided(self, policy_name: str, revision: str, rule: str) -> None:

@@ -17,7 +17,7 @@ request. Reading goes through `json_format`, which accepts both, off the request
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -26,6 +26,8 @@ from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
+from gateway.inspect.inspector import Inspector
+from gateway.levels import Level
 from gateway.v1 import policy_pb2
 
 # Format 1: no `version`, no policy inputs. Format 2: `version`, `policy_inputs`, `route`,
@@ -63,20 +65,62 @@ def _scalar(descriptor: FieldDescriptor, value: Any) -> Any:
     return value
 
 
+# Names the detector that found something sensitive in a text, or None.
+Withhold = Callable[[str], str | None]
+
+
 def encode(
     request: policy_pb2.PolicyRequest,
     budget: policy_pb2.BudgetState,
     models: Mapping[str, policy_pb2.ModelInfo],
     now: datetime,
+    *,
+    withhold: Withhold | None = None,
 ) -> dict[str, Any]:
     """The `policy_inputs` of a decision-log line. The catalogue itself comes from the
-    configuration at replay time; only its health is a per-request fact."""
+    configuration at replay time; only its health is a per-request fact.
+
+    Labels are the one caller-written text the policy sees. They are meant for routing and
+    budgets (`team: search`), but a caller could put anything there, so a label whose key or
+    value `withhold` flags is recorded as `<withheld: detector>` (the key as `<withheld N>`):
+    the decision log never holds a value the inspection treats as sensitive."""
+    recorded = message_dict(request)
+    if withhold is not None and request.labels:
+        recorded["labels"] = _labels(request.labels, withhold)
     return {
-        "request": message_dict(request),
+        "request": recorded,
         "budget": message_dict(budget),
         "unhealthy": [alias for alias, info in models.items() if not info.healthy],
         "now": now.astimezone(UTC).isoformat(timespec="microseconds"),
     }
+
+
+def label_guard(inspector: Inspector) -> Withhold:
+    """`withhold` backed by the pattern tier: any finding above PUBLIC, or a failed scan."""
+
+    def withhold(text: str) -> str | None:
+        try:
+            findings = inspector.findings_in(text)
+        except Exception:
+            return "inspection_failed"  # fail closed: unknown means not recorded
+        for finding in findings:
+            if finding.level > Level.PUBLIC:
+                return finding.detector
+        return None
+
+    return withhold
+
+
+def _labels(labels: Mapping[str, str], withhold: Withhold) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for position, (key, value) in enumerate(sorted(labels.items()), 1):
+        in_key = withhold(key)
+        found = in_key or withhold(value)
+        if found is None:
+            out[key] = value
+        else:
+            out[key if in_key is None else f"<withheld {position}>"] = f"<withheld: {found}>"
+    return out
 
 
 class InputsError(ValueError):

@@ -21,6 +21,7 @@ from gateway.cli import main
 from gateway.config import parse_config
 from gateway.policy.replay import SKIP_DRY_RUN, SKIP_NO_INPUTS, run_replay
 from gateway.v1 import gateway_pb2 as pb
+from gateway.v1 import policy_pb2
 from tests.fakes._server import Reply
 from tests.fakes.ollama_server import FakeOllama
 from tests.fakes.openai_server import FakeOpenAI
@@ -28,6 +29,7 @@ from tests.harness import ROOT, config_data, ollama_model, openai_model, serve
 
 pytestmark = pytest.mark.integration
 
+CARD = "4111 1111 1111 1111"
 CHEAP = {"input_per_mtok": 1.0, "output_per_mtok": 2.0}
 STRONG = {"input_per_mtok": 10.0, "output_per_mtok": 30.0}
 
@@ -99,13 +101,13 @@ def gateway_data(tmp_path: Path, ollama: FakeOllama, cloud: FakeOpenAI) -> dict[
 async def test_replay_of_a_recorded_mixed_workload(
     tmp_path: Path, gateway_data: dict[str, Any], ollama: FakeOllama, cloud: FakeOpenAI
 ) -> None:
-    code = pb.TASK_TYPE_CODE_GENERATION
+    code = policy_pb2.TASK_TYPE_CODE_GENERATION
     live_usd = strong_usd = 0.0
     async with serve(parse_config(gateway_data, base_dir=ROOT / "config")) as (_, stub):
         # Three general chats on `cheap`: unchanged.
         for i in range(3):
             cloud.enqueue(Reply(content="ok", prompt_tokens=100 + i, completion_tokens=20 + i))
-            reply = await stub.Chat(chat(f"question {i}", task_type=pb.TASK_TYPE_CHAT))
+            reply = await stub.Chat(chat(f"question {i}", task_type=policy_pb2.TASK_TYPE_CHAT))
             assert reply.route.model == "cheap"
             live_usd += usd(100 + i, 20 + i, CHEAP)
         # Two code generations on `cheap`: the candidate sends them to `strong`.
@@ -113,19 +115,23 @@ async def test_replay_of_a_recorded_mixed_workload(
             cloud.enqueue(
                 Reply(content="def f(): ...", prompt_tokens=300, completion_tokens=400 + i)
             )
-            reply = await stub.Chat(chat("write a parser", task_type=code))
+            # A label the inspection would flag never reaches the decision log.
+            labels = {"team": "search", "card": CARD}
+            reply = await stub.Chat(chat("write a parser", task_type=code, labels=labels))
             assert reply.route.model == "cheap"
             live_usd += usd(300, 400 + i, CHEAP)
             strong_usd += usd(300, 400 + i, STRONG)
         # Two summaries on the local model (free): unchanged.
         for _ in range(2):
             ollama.enqueue(Reply(content="short", prompt_tokens=50, completion_tokens=10))
-            reply = await stub.Chat(chat("summarize this", task_type=pb.TASK_TYPE_SUMMARIZATION))
+            reply = await stub.Chat(
+                chat("summarize this", task_type=policy_pb2.TASK_TYPE_SUMMARIZATION)
+            )
             assert reply.route.model == "local"
         # Confidential content stays local; the candidate's cloud route would be refused.
         ollama.enqueue(Reply(content="ok", prompt_tokens=60, completion_tokens=6))
         reply = await stub.Chat(
-            chat("the merger terms", classification=pb.CLASSIFICATION_CONFIDENTIAL)
+            chat("the merger terms", classification=policy_pb2.CLASSIFICATION_CONFIDENTIAL)
         )
         assert reply.route.model == "local"
         # Denied by the live policy: never called, so the candidate's route is priced by the
@@ -143,7 +149,7 @@ async def test_replay_of_a_recorded_mixed_workload(
         stream = stub.ChatStream(
             pb.ChatStreamRequest(
                 messages=[pb.Message(role=pb.ROLE_USER, content="tell me")],
-                task_type=pb.TASK_TYPE_CHAT,
+                task_type=policy_pb2.TASK_TYPE_CHAT,
             )
         )
         assert [part async for part in stream][-1].route.model == "cheap"
@@ -155,8 +161,9 @@ async def test_replay_of_a_recorded_mixed_workload(
     log = tmp_path / "decisions.jsonl"
     lines = [json.loads(text) for text in log.read_text().splitlines()]
     assert len(lines) == 12
-    for line in lines:
-        assert "merger" not in json.dumps(line)  # inputs, never content
+    text = log.read_text()
+    assert "merger" not in text and CARD not in text  # inputs, never content
+    assert lines[3]["policy_inputs"]["request"]["labels"]["team"] == "search"
     candidate = folder(tmp_path / "candidate", CANDIDATE)
     out = StringIO()
     status = run_replay(

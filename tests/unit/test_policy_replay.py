@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 
 from gateway.cli import main
-from gateway.config import Config, parse_config
+from gateway.config import Config, InspectionConfig, parse_config
+from gateway.inspect.inspector import Inspector
 from gateway.policy import compile_policy
-from gateway.policy.inputs import INPUTS_VERSION, InputsError, decode, encode
+from gateway.policy.inputs import INPUTS_VERSION, InputsError, decode, encode, label_guard
 from gateway.policy.replay import (
     SKIP_DRY_RUN,
     SKIP_FORMAT_1,
@@ -204,6 +205,20 @@ def test_inputs_from_a_newer_gateway_are_read_and_bad_ones_named() -> None:
         decode(bad)
     with pytest.raises(InputsError, match="now"):
         decode({**data, "now": "yesterday"})
+
+
+def test_sensitive_labels_are_withheld_from_the_record() -> None:
+    guard = label_guard(Inspector(InspectionConfig()))
+    card = "4111 1111 1111 1111"
+    req = request(labels={"team": "search", "card": card, card: "x"})
+    recorded = encode(req, policy_pb2.BudgetState(), {}, NOW, withhold=guard)
+    assert recorded["request"]["labels"] == {
+        "team": "search",
+        "card": "<withheld: fin.payment_card>",
+        "<withheld 1>": "<withheld: fin.payment_card>",
+    }
+    assert "4111" not in json.dumps(recorded)
+    assert decode(recorded).request.labels["team"] == "search"
 
 
 # -- what a candidate would do ------------------------------------------------------------------
