@@ -52,10 +52,17 @@ _EXTENSIONS: dict[str, Callable[[], cel.CelExtensionBase]] = {
 }
 
 
-def _extensions(skip: frozenset[str]) -> list[cel.CelExtensionBase]:
-    # Bindings and optionals are what composed policies are made of; strings are for authors.
+# Bindings and optionals are what the compiler composes a policy from (`cel.bind`,
+# `optional.of(...).or(...)`), so every environment has them. Strings is for authors: the
+# gateway's own environment has it (the test catalogue's policies split labels with it; the
+# bundled default policy calls none of its functions), a suite only when its config lists it.
+_COMPOSITION = ("bindings", "optional")
+GATEWAY_EXTENSIONS = (*_COMPOSITION, "strings")
+
+
+def _extensions(names: Sequence[str], skip: frozenset[str]) -> list[cel.CelExtensionBase]:
     # An extension a suite's config already includes must not be added twice (cel-cpp refuses).
-    return [make() for name, make in _EXTENSIONS.items() if name not in skip]
+    return [_EXTENSIONS[name]() for name in names if name not in skip]
 
 
 def _config_extensions(config: cel.EnvConfig) -> frozenset[str]:
@@ -80,6 +87,11 @@ class PolicyEnvironment:
     # Variables of message type, so test inputs written as YAML mappings become protos.
     message_variables: Mapping[str, str] = field(default_factory=dict)
     config_extensions: frozenset[str] = frozenset()
+    extensions: Sequence[str] = _COMPOSITION
+    # A descriptor pool holding message types beyond the generated ones (a suite's protos).
+    descriptor_pool: Any = None
+    # cel-go's context variable: the message whose fields are the variables (`context_expr`).
+    context_type: str = ""
 
     def new_env(
         self, extra: Mapping[str, cel.Type] | None = None, imports: Sequence[str] = ()
@@ -90,9 +102,11 @@ class PolicyEnvironment:
             container = cel.ExpressionContainer(self.container, abbreviations=list(imports))
         kwargs: dict[str, Any] = {
             "variables": variables,
-            "extensions": _extensions(self.config_extensions),
+            "extensions": _extensions(self.extensions, self.config_extensions),
             "container": container,
         }
+        if self.descriptor_pool is not None:
+            kwargs["descriptor_pool"] = self.descriptor_pool
         if self.config is not None:
             kwargs["config"] = self.config
         if self.functions:
@@ -109,6 +123,7 @@ def gateway_environment() -> PolicyEnvironment:
         variables=_gateway_variables(),
         container=GATEWAY_CONTAINER,
         output_type=cel.Type(ROUTE_DECISION),
+        extensions=GATEWAY_EXTENSIONS,
         message_variables={
             "request": policy_pb2.PolicyRequest.DESCRIPTOR.full_name,
             "budget": policy_pb2.BudgetState.DESCRIPTOR.full_name,
@@ -120,28 +135,79 @@ class EnvironmentConfigError(Exception):
     """A suite's config.yaml that cel-expr-python cannot read."""
 
 
-def suite_environment(config_path: Path) -> PolicyEnvironment:
-    """A conformance-style suite's own environment from its `config.yaml`."""
+def suite_environment(config_path: Path, descriptor_pool: Any = None) -> PolicyEnvironment:
+    """A conformance-style suite's own environment from its `config.yaml`.
+
+    `descriptor_pool` holds the suite's own message types (cel-go's `pb` suites need their
+    test protos); without it only the generated and well-known types are known."""
     try:
         text = config_path.read_text(encoding="utf-8")
     except OSError as exc:
         raise EnvironmentConfigError(f"{config_path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise EnvironmentConfigError(f"{config_path}: not UTF-8 text") from None
     try:
-        config = cel.NewEnvConfigFromYaml(text)
+        config = cel.NewEnvConfigFromYaml(_normalized_config(text))
     except (RuntimeError, ValueError) as exc:
-        raise EnvironmentConfigError(f"{config_path}: invalid environment config: {exc}") from None
+        raise EnvironmentConfigError(
+            f"{config_path}: invalid environment config: {_one_line(exc)}"
+        ) from None
     declared = _declared_overloads(config)
+    missing = sorted(declared - set(_HARNESS_FUNCTIONS))
+    if missing:
+        # Evaluating a call to a declared function without an implementation fails at run
+        # time with "no overload found"; say so at load time, where the declaration is.
+        line = _line_of(text, missing[0])
+        raise EnvironmentConfigError(
+            f"{config_path}:{line}: function overload '{missing[0]}' is declared but has no "
+            "implementation (the runner implements: "
+            f"{', '.join(sorted(_HARNESS_FUNCTIONS))}); remove the declaration or the suite"
+        )
     environment = PolicyEnvironment(
         name=str(config_path),
         config=config,
         function_impls={k: v for k, v in _HARNESS_FUNCTIONS.items() if k in declared},
         config_extensions=_config_extensions(config),
+        descriptor_pool=descriptor_pool,
+        context_type=config.context_type,
     )
     try:
         environment.new_env()
-    except RuntimeError as exc:
-        raise EnvironmentConfigError(f"{config_path}: unusable environment: {exc}") from None
+    except (RuntimeError, ValueError) as exc:
+        raise EnvironmentConfigError(
+            f"{config_path}: unusable environment: {_one_line(exc)}"
+        ) from None
     return environment
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().removesuffix("[INVALID_ARGUMENT]").strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _line_of(text: str, needle: str) -> int:
+    for number, line in enumerate(text.splitlines(), start=1):
+        if needle in line:
+            return number
+    return 1
+
+
+def _normalized_config(text: str) -> str:
+    """cel-go's older `variables: [{context_proto: T}]` as cel-cpp's `context_variable`."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text  # cel-cpp reports the YAML error itself
+    if not isinstance(data, dict) or not isinstance(data.get("variables"), list):
+        return text
+    context = [v for v in data["variables"] if isinstance(v, dict) and "context_proto" in v]
+    if not context:
+        return text
+    data["variables"] = [v for v in data["variables"] if v not in context] or None
+    if data["variables"] is None:
+        del data["variables"]
+    data["context_variable"] = {"type_name": str(context[0]["context_proto"]).strip()}
+    return yaml.safe_dump(data, sort_keys=False)
 
 
 def _declared_overloads(config: cel.EnvConfig) -> set[str]:
