@@ -12,6 +12,7 @@ converted comparison hides whether the author meant a ratio or a count.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 import yaml
 from cel_expr_python import cel
 from cel_expr_python.ext import ext_bindings, ext_optional, ext_strings
+from google.protobuf import descriptor_pool
 
 # Importing the generated module registers the gateway.v1 descriptors in the default pool,
 # which is what lets CEL type-check field access on the policy's messages.
@@ -163,6 +165,14 @@ def suite_environment(config_path: Path, descriptor_pool: Any = None) -> PolicyE
             "implementation (the runner implements: "
             f"{', '.join(sorted(_HARNESS_FUNCTIONS))}); remove the declaration or the suite"
         )
+    for type_name in _message_types(config):
+        if not _known_message(type_name, descriptor_pool):
+            raise EnvironmentConfigError(
+                f"{config_path}:{_line_of(text, type_name)}: message type '{type_name}' is "
+                "unknown: give its descriptors (celgate policy test --descriptors FILE, "
+                "where FILE is a FileDescriptorSet, a .proto file or a folder of them; or put "
+                "the .proto files beside config.yaml)"
+            )
     environment = PolicyEnvironment(
         name=str(config_path),
         config=config,
@@ -178,6 +188,31 @@ def suite_environment(config_path: Path, descriptor_pool: Any = None) -> PolicyE
             f"{config_path}: unusable environment: {_one_line(exc)}"
         ) from None
     return environment
+
+
+_QUALIFIED = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
+
+
+def _message_types(config: cel.EnvConfig) -> list[str]:
+    """Qualified type names the config's variables (and context variable) use."""
+    data = yaml.safe_load(config.to_yaml()) or {}
+    names: list[str] = [config.context_type] if config.context_type else []
+    for variable in data.get("variables") or []:
+        if isinstance(variable, dict):
+            names.extend(_QUALIFIED.findall(str(variable.get("type", ""))))
+    return list(dict.fromkeys(names))
+
+
+def _known_message(name: str, pool: Any) -> bool:
+    pools = [pool] if pool is not None else []
+    pools.append(descriptor_pool.Default())
+    for candidate in pools:
+        try:
+            candidate.FindMessageTypeByName(name)
+        except KeyError:
+            continue
+        return True
+    return False
 
 
 def _one_line(exc: BaseException) -> str:
