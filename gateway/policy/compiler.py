@@ -221,7 +221,7 @@ class _Compiler:
                     else _first_col(match.condition),
                     f"condition must be a bool, not {ctype.name()}",
                 )
-            if compiled is None or not _always_true(compiled):
+            if compiled is None or not _always_true(match.condition, compiled):
                 condition = self.rewrite(match.condition, scope)
         if match.output is not None:
             self.check_output(match.output, scope)
@@ -273,11 +273,16 @@ def _or_tree(leaves: list[str]) -> str:
     return f"{_or_tree(leaves[:mid])}.or({_or_tree(leaves[mid:])})"
 
 
-def _always_true(compiled: cel.Expression) -> bool:
-    """True when the condition is true whatever the inputs: `true`, `(true)`, `true && true`,
-    `1 == 1`. Judged on the parsed program, not its text: evaluated with no variables bound,
-    an expression that reads any input yields an error value, one that does not is constant."""
-    if compiled.return_type() != cel.Type.BOOL:
+# Boolean literals joined by logical operators (with grouping and `//` comments), nothing else.
+_BOOL_LOGIC = re.compile(r"(?:\s|//[^\n]*|true|false|[()!]|&&|\|\|)*")
+
+
+def _always_true(expr: Expr, compiled: cel.Expression) -> bool:
+    """True for a condition that is `true` however it is written: `(true)`, `true && true`,
+    `!false`. Judged on what CEL parsed and evaluates (with no inputs bound), not on the text,
+    but only for conditions made of boolean literals: cel-go treats `1 > 0` as a condition
+    like any other, and so do we (its conformance suites rely on it)."""
+    if compiled.return_type() != cel.Type.BOOL or not _BOOL_LOGIC.fullmatch(expr.compact):
         return False
     try:
         result = compiled.eval(data={})

@@ -191,33 +191,37 @@ class PolicyStore:
 
     async def watch(self, stop: asyncio.Event, retry_s: float = 1.0) -> None:
         """Reload on every change of the policy folder until `stop` is set. Returns only then:
-        a failed reload is reported and watching goes on; a watcher error (the folder removed
-        or replaced) restarts the watch after `retry_s`, re-reading the folder first."""
+        a failed reload is reported and watching goes on; when the folder goes away (or the
+        watcher fails) the watch waits for it, re-reads it and starts again."""
         while not stop.is_set():
-            try:
-                async for _changes in watchfiles.awatch(
-                    self.folder,
-                    stop_event=stop,
-                    debounce=self.debounce_ms,
-                    step=50,
-                    recursive=True,
-                    ignore_permission_denied=True,
-                ):
-                    await self._reload_in_thread()
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the watch must outlive any error
-                log.error(
-                    "policy watcher stopped (%s: %s); watching %s again in %.1f s",
-                    type(exc).__name__,
-                    _first_line(exc),
-                    self.folder,
-                    retry_s,
-                )
+            if self.folder.is_dir():
+                try:
+                    async for _changes in watchfiles.awatch(
+                        self.folder,
+                        stop_event=stop,
+                        debounce=self.debounce_ms,
+                        step=50,
+                        recursive=True,
+                        ignore_permission_denied=True,
+                    ):
+                        await self._reload_in_thread()
+                        if not self.folder.is_dir():
+                            # A removed folder's watch sees nothing of its successor.
+                            log.error("policy folder %s is gone; waiting for it", self.folder)
+                            break
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the watch must outlive any error
+                    log.error(
+                        "policy watcher stopped (%s: %s); watching %s again in %.1f s",
+                        type(exc).__name__,
+                        _first_line(exc),
+                        self.folder,
+                        retry_s,
+                    )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), retry_s)
-            if not stop.is_set():
+            if not stop.is_set() and self.folder.is_dir():
                 await self._reload_in_thread()
 
     async def _reload_in_thread(self) -> None:
