@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
 import re
@@ -110,13 +111,17 @@ class PolicyStore:
         policy = compile_policy(self.path, environment)
         if self.run_tests and (self.folder / TESTS_FILE).is_file():
             suite = run_tests(policy, environment, self.folder)
+            if suite.error:
+                # A tests.yaml that cannot run names its own line (a bad enum value, input or
+                # expression): report it there.
+                located = _diagnostic(suite.error, self.folder / TESTS_FILE)
+                note = f"; revision {policy.revision} not loaded"
+                raise PolicyError([dataclasses.replace(located, message=located.message + note)])
             if not suite.ok:
                 report = StringIO()
                 report_suite(suite, report)
                 failed = [r for r in suite.results if not r.passed]
                 message = f"{len(failed)} of {len(suite.results)} policy tests failed"
-                if suite.error:
-                    message = suite.error
                 raise PolicyError(
                     [
                         Diagnostic(
