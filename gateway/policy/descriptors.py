@@ -88,9 +88,30 @@ def _compile_protos(
         return _read_set(out)
 
 
+# One `policy test` run hands the same --descriptors to every suite: compile them once.
+_CACHE: dict[tuple[str, int], list[descriptor_pb2.FileDescriptorProto]] = {}
+
+
+def _stamp(path: Path) -> int:
+    """Changes when the file, or any .proto under the folder, changes."""
+    try:
+        if path.is_dir():
+            return hash(tuple((str(p), p.stat().st_mtime_ns) for p in sorted(path.rglob("*"))))
+        return path.stat().st_mtime_ns
+    except OSError:
+        return -1
+
+
 def files_of(path: Path) -> list[descriptor_pb2.FileDescriptorProto]:
     """A FileDescriptorSet file, a .proto file, or a folder of .proto files (recursively)."""
     path = Path(path)
+    key = (str(path.resolve()), _stamp(path))
+    if key not in _CACHE:
+        _CACHE[key] = _files_of(path)
+    return _CACHE[key]
+
+
+def _files_of(path: Path) -> list[descriptor_pb2.FileDescriptorProto]:
     if path.is_dir():
         sources = sorted(path.rglob(f"*{PROTO_SUFFIX}"))
         if not sources:
