@@ -194,6 +194,9 @@ class _Evaluator:
                 data[name] = self.convert(name, binding["value"], here)
             elif isinstance(binding, dict) and set(binding) == {"expr"}:
                 data[name] = self.expr(binding["expr"], here)
+            elif isinstance(binding, dict) and set(binding) == {"context_expr"}:
+                # cel-go's other spelling of `context_expr`: as an input, whatever its name.
+                data.update(self.context(binding["context_expr"], here))
             elif isinstance(binding, dict) and ({"value", "expr"} & set(binding)):
                 raise TestFileError(f"{here}: give exactly one of 'value' or 'expr'")
             else:

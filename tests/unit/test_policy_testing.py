@@ -224,6 +224,7 @@ def test_context_expr_and_proto_files_as_descriptors() -> None:
     assert run_test(SUITES, out, [PROTOS]) == 0, out.getvalue()
     text = out.getvalue()
     assert "PASS context/repeated_enum" in text and "PASS context/map_field" in text
+    assert "PASS as_input/context_expr_as_an_input" in text
     assert "PASS refused/bar" in text
     assert "3 of 3 suites ok" in text
 
