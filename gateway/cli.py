@@ -41,7 +41,7 @@ def _policy(args: argparse.Namespace, out: TextIO) -> int:
         return _replay(args, out)
 
     run = run_check if args.policy_command == "check" else run_test
-    return run(Path(args.dir), out)
+    return run(Path(args.dir), out, [Path(p) for p in args.descriptors])
 
 
 def _replay(args: argparse.Namespace, out: TextIO) -> int:
@@ -182,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         cmd = policy_sub.add_parser(name, help=text)
         cmd.add_argument("dir", nargs="?", default="policies", metavar="DIR")
+        cmd.add_argument(
+            "--descriptors",
+            action="append",
+            default=[],
+            metavar="PATH",
+            help="message types for suites with a config.yaml: a FileDescriptorSet, a .proto "
+            "file or a folder of .proto files (repeatable)",
+        )
     replay = policy_sub.add_parser(
         "replay",
         help="re-decide recorded requests with the policy in DIR and compare, with the cost",
