@@ -18,14 +18,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
-
-from gateway.policy.inputs import INPUTS_VERSION
+from typing import TextIO
 
 log = logging.getLogger(__name__)
 
-# The decision-log format; readers (celgate policy replay) accept every older one.
-LOG_VERSION = INPUTS_VERSION
 STDOUT = "stdout"
 OFF = "off"
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -77,20 +73,11 @@ class DecisionRecord:
     latency_ms: float = 0.0
     status: str = "OK"  # the gRPC status code name
     reason: str | None = None  # the ErrorInfo reason when the request failed
-    # Format 2 (gateway/policy/inputs.py): what the policy saw, so a candidate policy can be
-    # replayed on this line; the live route's first model (None when refused); the answering
-    # call's token usage; the shadow policy's decision, when one is configured.
-    policy_inputs: dict[str, Any] | None = None
-    route: str | None = None
-    usage: dict[str, int] | None = None
-    shadow: dict[str, Any] | None = None
-    version: int = LOG_VERSION
 
     def to_json(self) -> str:
         # Spelled out rather than dataclasses.asdict, which deep-copies every value and cost
         # more than the rest of the line's work together (bench/bench_telemetry.py).
         line = {
-            "version": self.version,
             "decision_id": self.decision_id,
             "time": self.time,
             "rpc": self.rpc,
@@ -118,10 +105,6 @@ class DecisionRecord:
             "latency_ms": self.latency_ms,
             "status": self.status,
             "reason": self.reason,
-            "policy_inputs": self.policy_inputs,
-            "route": self.route,
-            "usage": self.usage,
-            "shadow": self.shadow,
         }
         return _ENCODER.encode(line)
 

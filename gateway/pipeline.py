@@ -25,8 +25,6 @@ from gateway.errors import InternalError, InvalidRequest, NoPolicy, PermissionDe
 from gateway.inspect import Inspection, Inspector
 from gateway.levels import Level
 from gateway.policy import PolicyEvaluationError, PolicyStore
-from gateway.policy.inputs import label_guard
-from gateway.policy.shadow import ShadowPolicy
 from gateway.pricing import Pricing
 from gateway.providers.base import ChatParams, ChatResult, Chunk, Usage
 from gateway.providers.dispatch import Dispatcher
@@ -77,7 +75,6 @@ class Pipeline:
         pricing: Pricing,
         *,
         clock: Clock = utc_now,
-        shadow: ShadowPolicy | None = None,
     ) -> None:
         self.config = config
         self.dispatcher = dispatcher
@@ -88,9 +85,6 @@ class Pipeline:
         self.settlements = Settlements()
         self.inspector = Inspector(config.inspection)
         self._clock = clock
-        # A candidate policy decided beside the live one and never obeyed (policy/shadow.py).
-        self.shadow = shadow
-        self._withhold = label_guard(self.inspector)
         self._catalogue: tuple[tuple[bool, ...], dict[str, policy_pb2.ModelInfo]] | None = None
 
     def model_infos(self) -> dict[str, policy_pb2.ModelInfo]:
@@ -212,9 +206,6 @@ class Pipeline:
         context = self.context(request, inspection)
         budget = await self.ledger.snapshot(request.tenant, request.labels, now)
         observation.budget(budget)
-        models = self.model_infos()
-        shadow = None if self.shadow is None else self.shadow.defer(context, budget, models, now)
-        observation.policy_inputs(context, budget, models, now, shadow, self._withhold)
         decision, policy_name, revision = self.decide(context, budget, now)
         observation.decided(policy_name, revision, decision.rule)
         self.check_denied(decision, policy_name)

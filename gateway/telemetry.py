@@ -55,9 +55,6 @@ from gateway.budget.charging import Charger
 from gateway.config import Config, ConfigError, ModelConfig
 from gateway.errors import BudgetExhausted, GatewayError
 from gateway.levels import Level
-from gateway.policy.inputs import Withhold
-from gateway.policy.inputs import encode as encode_policy_inputs
-from gateway.policy.shadow import REFUSED, PendingShadow
 from gateway.providers.base import UpstreamError, Usage
 from gateway.v1 import gateway_pb2, policy_pb2
 
@@ -106,12 +103,6 @@ CELGATE_DECISION_ID = "celgate.decision_id"  # joins a trace to its decision-log
 CELGATE_OUTCOME = "celgate.outcome"  # allowed, rerouted, or the refusal's reason in lower case
 CELGATE_ENFORCEMENT_REASON = "celgate.enforcement.reason"  # DATA_RESIDENCY, MODEL_NOT_ALLOWED...
 CELGATE_TELEMETRY_SIGNAL = "celgate.telemetry.signal"  # traces, metrics or decision_log
-# The shadow policy's decision beside the live one (docs/policies.md, "Shadow policy").
-CELGATE_SHADOW_MODEL = "celgate.shadow.model"  # an alias, `refused` or `error`
-CELGATE_SHADOW_RULE = "celgate.shadow.rule"
-CELGATE_SHADOW_REVISION = "celgate.shadow.revision"
-CELGATE_SHADOW_ESTIMATED_COST = "celgate.shadow.estimated_cost"  # USD it would reserve
-CELGATE_SHADOW_AGREEMENT = "celgate.shadow.agreement"  # agree, disagree or error
 
 ENFORCEMENT_ALLOWED = "allowed"
 ENFORCEMENT_REROUTED = "rerouted"
@@ -127,7 +118,6 @@ METRIC_ENFORCEMENT_BLOCKED = "celgate.enforcement.blocked"
 METRIC_POLICY_RELOAD_FAILURES = "celgate.policy.reload.failures"
 METRIC_BUDGET_UTILIZATION = "celgate.budget.utilization"
 METRIC_TELEMETRY_DROPPED = "celgate.telemetry.dropped"
-METRIC_SHADOW_DECISIONS = "celgate.shadow.decisions"
 
 # The explicit bucket boundaries the GenAI semantic conventions advise.
 TOKEN_USAGE_BUCKETS: Sequence[float] = (
@@ -502,11 +492,6 @@ class Telemetry:
             unit="1",
             description="(spent + reserved) / limit of the tenant's most constrained budget",
         )
-        self.shadow_decisions = meter.create_counter(
-            METRIC_SHADOW_DECISIONS,
-            unit="{decision}",
-            description="Shadow policy decisions, agreeing or not with the live route",
-        )
         self.drops.instrument = meter.create_counter(
             METRIC_TELEMETRY_DROPPED,
             unit="{item}",
@@ -638,7 +623,6 @@ class Observation:
         self._cost_usd = 0.0
         self._utilization: float | None = None
         self._blocked: list[tuple[str, str]] = []  # (model, reason code)
-        self._shadow: PendingShadow | None = None
         self._finished = False
 
     # -- what the pipeline learns, stage by stage -----------------------------------------------
@@ -674,22 +658,6 @@ class Observation:
         if state.limited:
             self._utilization = state.utilization
 
-    def policy_inputs(
-        self,
-        request: policy_pb2.PolicyRequest,
-        budget: policy_pb2.BudgetState,
-        models: Mapping[str, policy_pb2.ModelInfo],
-        now: datetime,
-        shadow: PendingShadow | None,
-        withhold: Withhold | None = None,
-    ) -> None:
-        """What the policy is about to see (recorded for replay), and the shadow's pending
-        decision on the same inputs."""
-        self.record.policy_inputs = encode_policy_inputs(
-            request, budget, models, now, withhold=withhold
-        )
-        self._shadow = shadow
-
     def decided(self, policy_name: str, revision: str, rule: str) -> None:
         self.record.policy_name = policy_name
         self.record.policy_revision = revision
@@ -714,7 +682,6 @@ class Observation:
     def enforced(self, chain: Sequence[str], rerouted_from: str | None) -> None:
         outcome = ENFORCEMENT_ALLOWED if rerouted_from is None else ENFORCEMENT_REROUTED
         self.record.enforcement = outcome
-        self.record.route = chain[0] if chain else None
         self._decision[CELGATE_ENFORCEMENT] = outcome
         listed = {c.model for c in self.record.candidates}
         for alias in chain:  # a reroute substitute the policy did not name
@@ -771,13 +738,6 @@ class Observation:
             attempt.usage = usage
             attempt.cost_usd = cost_usd
             self._cost_usd += cost_usd
-            if usage is not None:
-                self.record.usage = {
-                    "input_tokens": usage.input_tokens,
-                    "output_tokens": usage.output_tokens,
-                    "cached_input_tokens": usage.cached_input_tokens,
-                    "reasoning_tokens": usage.reasoning_tokens,
-                }
 
     def attempt_failed(self, alias: str, error: BaseException) -> None:
         attempt = self._attempt
@@ -866,8 +826,6 @@ class Observation:
                     CELGATE_ENFORCEMENT: record.enforcement or "",
                 },
             )
-        if self._shadow is not None:
-            self._record_shadow(self._shadow)
         if self._utilization is not None and record.tenant is not None:
             telemetry.budget_utilization.set(self._utilization, {CELGATE_TENANT: record.tenant})
         if self._audited and record.tenant is not None:
@@ -903,31 +861,6 @@ class Observation:
             self.span.end()
         if self._audited and telemetry.decision_log is not None:
             telemetry.decision_log.write(record)
-
-    def _record_shadow(self, pending: PendingShadow) -> None:
-        # Never lets a shadow failure reach the live request: it is only recorded.
-        try:
-            shadow = pending.result()
-            live = self.record.route
-            agreement = shadow.agreement(live)
-            self.record.shadow = shadow.to_json()
-            self._telemetry.shadow_decisions.add(
-                1,
-                {
-                    CELGATE_MODEL: live if live is not None else REFUSED,
-                    CELGATE_SHADOW_MODEL: shadow.label,
-                    CELGATE_SHADOW_AGREEMENT: agreement,
-                },
-            )
-            self._decision[CELGATE_SHADOW_MODEL] = shadow.label
-            self._decision[CELGATE_SHADOW_AGREEMENT] = agreement
-            self._decision[CELGATE_SHADOW_ESTIMATED_COST] = shadow.estimated_cost_usd
-            if shadow.rule is not None:
-                self._decision[CELGATE_SHADOW_RULE] = shadow.rule
-            if shadow.revision is not None:
-                self._decision[CELGATE_SHADOW_REVISION] = shadow.revision
-        except Exception as exc:
-            log.error("recording the shadow decision failed: %s", type(exc).__name__)
 
 
 class ObservedHooks:

@@ -32,11 +32,6 @@ FIELDS = {
     "latency_ms",
     "status",
     "reason",
-    "policy_inputs",
-    "route",
-    "usage",
-    "shadow",
-    "version",
 }
 
 
