@@ -26,17 +26,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gateway.chat import ChatMessage, ChatParams, ChatResult, Chunk, Usage
 from gateway.config import Config
 from gateway.enforce import enforce
 from gateway.levels import Level
-from gateway.providers.base import (
-    ChatMessage,
-    ChatParams,
-    ChatResult,
-    Chunk,
-    UpstreamError,
-    Usage,
-)
+from gateway.providers.base import UpstreamError
 from gateway.providers.dispatch import Dispatcher
 from gateway.v1 import gateway_pb2 as pb
 from tests.fakes._server import refused_url

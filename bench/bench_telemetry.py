@@ -39,9 +39,9 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.audit import DecisionLog
+from gateway.chat import Usage
 from gateway.config import Config
 from gateway.levels import Level
-from gateway.providers.base import Usage
 from gateway.server import running
 from gateway.telemetry import CountingBatchSpanProcessor, DropCounter, Telemetry
 from gateway.v1 import gateway_pb2 as pb

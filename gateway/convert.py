@@ -11,10 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.config import LimitsConfig
-from gateway.errors import InvalidRequest
-from gateway.levels import Level
-from gateway.providers.base import (
+from gateway.chat import (
     ChatMessage,
     ChatParams,
     ChatResult,
@@ -26,6 +23,9 @@ from gateway.providers.base import (
     ToolSpec,
     Usage,
 )
+from gateway.config import LimitsConfig
+from gateway.errors import InvalidRequest
+from gateway.levels import Level
 from gateway.v1 import gateway_pb2 as pb
 from gateway.v1 import policy_pb2
 

@@ -18,6 +18,7 @@ from typing import cast
 
 from gateway.budget import Ledger
 from gateway.budget.charging import Charger, Settlements
+from gateway.chat import ChatParams, ChatResult, Chunk, Usage
 from gateway.config import Config
 from gateway.convert import GatewayRequest
 from gateway.enforce import Dropped, enforce, judge
@@ -26,7 +27,6 @@ from gateway.inspect import Inspection, Inspector
 from gateway.levels import Level
 from gateway.policy import PolicyEvaluationError, PolicyStore
 from gateway.pricing import Pricing
-from gateway.providers.base import ChatParams, ChatResult, Chunk, Usage
 from gateway.providers.dispatch import Dispatcher
 from gateway.ratelimit import TenantRateLimiter
 from gateway.telemetry import Observation

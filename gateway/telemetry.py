@@ -52,10 +52,11 @@ from opentelemetry.util.types import AttributeValue
 
 from gateway.audit import AttemptRecord, Candidate, DecisionLog, DecisionRecord
 from gateway.budget.charging import Charger
+from gateway.chat import Usage
 from gateway.config import Config, ConfigError, ModelConfig
 from gateway.errors import BudgetExhausted, GatewayError
 from gateway.levels import Level
-from gateway.providers.base import UpstreamError, Usage
+from gateway.providers.base import UpstreamError
 from gateway.v1 import gateway_pb2, policy_pb2
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from gateway.budget.ledger import Ledger, Reservation
+from gateway.chat import Usage
 from gateway.pricing import Pricing
-from gateway.providers.base import Usage
 
 log = logging.getLogger(__name__)
 

@@ -21,6 +21,7 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from gateway.chat import ChatParams, ChatResult, Chunk, Usage
 from gateway.config import Config, ConfigError, ModelConfig
 from gateway.enforce import violation
 from gateway.errors import (
@@ -31,7 +32,7 @@ from gateway.errors import (
     UpstreamRejected,
 )
 from gateway.levels import Level
-from gateway.providers.base import ChatParams, ChatResult, Chunk, Provider, UpstreamError, Usage
+from gateway.providers.base import Provider, UpstreamError
 from gateway.providers.breaker import Breaker, Breakers, Clock, Permit
 
 log = logging.getLogger(__name__)

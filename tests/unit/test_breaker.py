@@ -10,18 +10,11 @@ from typing import Any
 
 import pytest
 
+from gateway.chat import ChatMessage, ChatParams, ChatResult, Chunk, Usage
 from gateway.config import Config, parse_config
 from gateway.errors import DeadlineExceeded, PermissionDenied, Unavailable, UpstreamRejected
 from gateway.levels import Level
-from gateway.providers.base import (
-    ChatMessage,
-    ChatParams,
-    ChatResult,
-    Chunk,
-    UpstreamError,
-    UpstreamErrorKind,
-    Usage,
-)
+from gateway.providers.base import UpstreamError, UpstreamErrorKind
 from gateway.providers.breaker import Breakers, State
 from gateway.providers.dispatch import Dispatcher
 
