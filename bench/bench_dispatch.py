@@ -1,4 +1,4 @@
-"""Enforcement and dispatch figures (issue 5).
+"""Enforcement and dispatch figures.
 
 1. Bookkeeping per request, in-process: `enforce(...)` on the policy's chain, the health read
    the policy's `models` variable takes (`Dispatcher.healthy` for every alias, which consults
