@@ -134,10 +134,9 @@ def _outcome(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
-def _carrier(context: grpc.aio.ServicerContext) -> dict[str, str]:
+def _carrier(context: grpc.aio.ServicerContext, fields: frozenset[str]) -> dict[str, str]:
     """The caller's trace-context headers, and nothing else of its metadata (which may hold an
     API key)."""
-    fields = propagate.get_global_textmap().fields
     return {
         key: value
         for key, value in context.invocation_metadata() or ()
@@ -160,6 +159,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
         self.telemetry = telemetry
         self.limits = limits
         self.default_deadline_s = default_deadline_s
+        # The headers the configured propagators read (traceparent, tracestate, baggage).
+        self._trace_fields = frozenset(propagate.get_global_textmap().fields)
 
     def _tenant(self, context: grpc.aio.ServicerContext) -> str:
         return self.authenticator.authenticate(
@@ -170,7 +171,11 @@ class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
         self, method: str, context: grpc.aio.ServicerContext, *, audited: bool = True
     ) -> Progress:
         call = Call.start(
-            method, service=SERVICE_NAME, system="grpc", carrier=_carrier(context), audited=audited
+            method,
+            service=SERVICE_NAME,
+            system="grpc",
+            carrier=_carrier(context, self._trace_fields),
+            audited=audited,
         )
         if audited:
             context.set_trailing_metadata(((DECISION_TRAILER, call.decision_id),))
