@@ -16,12 +16,16 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from gateway.chat import Usage
 from gateway.clock import utc_now
 from gateway.errors import ENFORCEMENT_REASONS, GatewayError
 from gateway.levels import Level
 from gateway.providers.base import UpstreamError
+
+if TYPE_CHECKING:  # the policy package is above this module; only its types are needed
+    from gateway.policy.shadow import PendingShadow, ShadowResult
 
 # Enforcement outcomes, as the decision log and the `celgate.enforcement` attribute name them.
 ALLOWED = "allowed"
@@ -176,6 +180,10 @@ class Outcome:
     model: str | None  # the model that answered
     attempts: tuple[Attempt, ...]
     cost_usd: float
+    # What the policy saw, as the decision log records it for replay (policy/inputs.py).
+    policy_inputs: Mapping[str, Any] | None = None
+    route: str | None = None  # the first model of the enforced chain (None: refused)
+    shadow: ShadowResult | None = None  # the shadow policy's decision (policy/shadow.py)
 
     @property
     def calls(self) -> int:
@@ -199,6 +207,9 @@ class Progress:
     model: str | None = None
     # The dispatcher appends to this list as it walks the chain (the one attempt history).
     attempts: list[Attempt] = field(default_factory=list)
+    policy_inputs: Mapping[str, Any] | None = None
+    route: str | None = None
+    shadow: PendingShadow | None = None
 
     def outcome(self, ending: Ending) -> Outcome:
         error = ending.error
@@ -231,4 +242,8 @@ class Progress:
             model=self.model,
             attempts=attempts,
             cost_usd=sum((a.cost_usd for a in attempts if a.error is None), 0.0),
+            policy_inputs=self.policy_inputs,
+            route=self.route,
+            # Scheduled when the policy decided; computed now only if it has not run yet.
+            shadow=None if self.shadow is None else self.shadow.result(),
         )

@@ -36,6 +36,9 @@ from gateway.outcome import (
     Progress,
 )
 from gateway.policy import PolicyEvaluationError, PolicyStore
+from gateway.policy.inputs import encode as encode_inputs
+from gateway.policy.inputs import label_guard
+from gateway.policy.shadow import ShadowPolicy
 from gateway.pricing import Pricing
 from gateway.providers.dispatch import Dispatcher
 from gateway.ratelimit import TenantRateLimiter
@@ -85,6 +88,7 @@ class Pipeline:
         pricing: Pricing,
         *,
         clock: Clock = utc_now,
+        shadow: ShadowPolicy | None = None,
     ) -> None:
         self.config = config
         self.dispatcher = dispatcher
@@ -95,6 +99,9 @@ class Pipeline:
         self.settlements = Settlements()
         self.inspector = Inspector(config.inspection)
         self._clock = clock
+        # A candidate policy decided beside the live one and never obeyed (policy/shadow.py).
+        self.shadow = shadow
+        self._withhold = label_guard(self.inspector)
         self._catalogue: tuple[tuple[bool, ...], dict[str, policy_pb2.ModelInfo]] | None = None
 
     async def aclose(self) -> None:
@@ -224,6 +231,12 @@ class Pipeline:
         budget = await self.ledger.snapshot(request.tenant, request.labels, now)
         if budget.limited:
             progress.budget_utilization = budget.utilization
+        models = self.model_infos()
+        progress.policy_inputs = encode_inputs(
+            context, budget, models, now, withhold=self._withhold
+        )
+        if self.shadow is not None:
+            progress.shadow = self.shadow.defer(context, budget, models, now)
         decision, policy_name, revision = self.decide(context, budget, now)
         progress.policy = PolicyFacts(policy_name, revision, decision.rule)
         self.check_denied(decision, policy_name)
@@ -361,6 +374,7 @@ def _considered(progress: Progress, verdicts: list[Verdict]) -> None:
 
 def _enforced(progress: Progress, enforced: Enforced) -> None:
     progress.enforced = ALLOWED if enforced.rerouted_from is None else REROUTED
+    progress.route = enforced.chain[0]
     listed = {c.model for c in progress.candidates}
     substitutes = tuple(
         Candidate(

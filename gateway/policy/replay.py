@@ -30,16 +30,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from gateway.chat import Usage
 from gateway.config import Config
+from gateway.errors import Reason
 from gateway.policy.compiler import CompiledPolicy, PolicyError
 from gateway.policy.inputs import INPUTS_VERSION, InputsError, decode, parse_time
 from gateway.policy.store import PolicyStore
 from gateway.policy.whatif import WhatIf, catalogue, output_allowance, what_if
 from gateway.pricing import Pricing
-from gateway.providers.base import Usage
 
 REPLAYED_RPCS = frozenset({"Chat", "ChatStream"})
-RESIDENCY = "DATA_RESIDENCY"
+RESIDENCY = Reason.DATA_RESIDENCY
 
 SKIP_DRY_RUN = "dry run (Route): spends nothing"
 SKIP_FORMAT_1 = "recorded before policy inputs were logged (format 1)"

@@ -15,15 +15,15 @@ from datetime import datetime
 
 from gateway.config import Config
 from gateway.enforce import enforce
-from gateway.errors import PermissionDenied
+from gateway.errors import PermissionDenied, Reason
 from gateway.levels import Level
 from gateway.policy.compiler import CompiledPolicy, PolicyEvaluationError
 from gateway.pricing import Pricing
 from gateway.v1 import policy_pb2
 
 # The ErrorInfo reasons a policy decision can end in without any model being called.
-POLICY_DENIED = "POLICY_DENIED"
-POLICY_EVALUATION_FAILED = "POLICY_EVALUATION_FAILED"
+POLICY_DENIED = Reason.POLICY_DENIED
+POLICY_EVALUATION_FAILED = Reason.POLICY_EVALUATION_FAILED
 
 _LOCATIONS = {"on_prem": policy_pb2.LOCATION_ON_PREM, "cloud": policy_pb2.LOCATION_CLOUD}
 

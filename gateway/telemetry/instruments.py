@@ -11,6 +11,7 @@ from gateway.telemetry.names import (
     METRIC_ENFORCEMENT_BLOCKED,
     METRIC_OPERATION_DURATION,
     METRIC_POLICY_RELOAD_FAILURES,
+    METRIC_SHADOW_DECISIONS,
     METRIC_TELEMETRY_DROPPED,
     METRIC_TOKEN_USAGE,
     OPERATION_DURATION_BUCKETS,
@@ -56,6 +57,11 @@ class Instruments:
             METRIC_BUDGET_UTILIZATION,
             unit="1",
             description="(spent + reserved) / limit of the tenant's most constrained budget",
+        )
+        self.shadow_decisions = meter.create_counter(
+            METRIC_SHADOW_DECISIONS,
+            unit="{decision}",
+            description="Shadow policy decisions, agreeing or not with the live route",
         )
         self.dropped = meter.create_counter(
             METRIC_TELEMETRY_DROPPED,

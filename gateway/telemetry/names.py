@@ -52,6 +52,12 @@ CELGATE_DECISION_ID: Final = "celgate.decision_id"  # joins a trace to its decis
 CELGATE_OUTCOME: Final = "celgate.outcome"  # allowed, rerouted, or the refusal's reason, lower
 CELGATE_ENFORCEMENT_REASON: Final = "celgate.enforcement.reason"  # DATA_RESIDENCY, ...
 CELGATE_TELEMETRY_SIGNAL: Final = "celgate.telemetry.signal"  # traces, metrics or decision_log
+# The shadow policy's decision beside the live one (docs/policies.md, "Shadow policy").
+CELGATE_SHADOW_MODEL: Final = "celgate.shadow.model"  # an alias, `refused` or `error`
+CELGATE_SHADOW_RULE: Final = "celgate.shadow.rule"
+CELGATE_SHADOW_REVISION: Final = "celgate.shadow.revision"
+CELGATE_SHADOW_ESTIMATED_COST: Final = "celgate.shadow.estimated_cost"  # USD it would reserve
+CELGATE_SHADOW_AGREEMENT: Final = "celgate.shadow.agreement"  # agree, disagree or error
 
 # The values of `celgate.enforcement` (defined with the outcome record).
 ENFORCEMENT_ALLOWED: Final = ALLOWED
@@ -68,6 +74,7 @@ METRIC_ENFORCEMENT_BLOCKED: Final = "celgate.enforcement.blocked"
 METRIC_POLICY_RELOAD_FAILURES: Final = "celgate.policy.reload.failures"
 METRIC_BUDGET_UTILIZATION: Final = "celgate.budget.utilization"
 METRIC_TELEMETRY_DROPPED: Final = "celgate.telemetry.dropped"
+METRIC_SHADOW_DECISIONS: Final = "celgate.shadow.decisions"
 
 # The explicit bucket boundaries the GenAI semantic conventions advise.
 TOKEN_USAGE_BUCKETS: Sequence[float] = (

@@ -25,6 +25,7 @@ from opentelemetry.util.types import AttributeValue
 from gateway.audit import DecisionLog, DecisionRecord
 from gateway.config import ModelConfig
 from gateway.outcome import ALLOWED, Attempt, Outcome
+from gateway.policy.shadow import REFUSED
 from gateway.telemetry.instruments import Instruments
 from gateway.telemetry.names import (
     CELGATE_CLASSIFICATION,
@@ -40,6 +41,11 @@ from gateway.telemetry.names import (
     CELGATE_POLICY_NAME,
     CELGATE_POLICY_REVISION,
     CELGATE_POLICY_RULE,
+    CELGATE_SHADOW_AGREEMENT,
+    CELGATE_SHADOW_ESTIMATED_COST,
+    CELGATE_SHADOW_MODEL,
+    CELGATE_SHADOW_REVISION,
+    CELGATE_SHADOW_RULE,
     CELGATE_TASK_TYPE,
     CELGATE_TENANT,
     ERROR_TYPE,
@@ -235,6 +241,16 @@ class Recorder:
         tenant = outcome.tenant
         if outcome.budget_utilization is not None and tenant is not None:
             instruments.budget_utilization.set(outcome.budget_utilization, {CELGATE_TENANT: tenant})
+        shadow = outcome.shadow
+        if shadow is not None:
+            instruments.shadow_decisions.add(
+                1,
+                {
+                    CELGATE_MODEL: outcome.route if outcome.route is not None else REFUSED,
+                    CELGATE_SHADOW_MODEL: shadow.label,
+                    CELGATE_SHADOW_AGREEMENT: shadow.agreement(outcome.route),
+                },
+            )
         if outcome.call.audited and tenant is not None:
             if outcome.error is None:
                 result = outcome.enforcement or ALLOWED
@@ -264,6 +280,15 @@ class Recorder:
             attributes[GEN_AI_USAGE_COST] = outcome.cost_usd
         if outcome.attempts:
             attributes[CELGATE_FALLBACK_ATTEMPT] = outcome.calls
+        shadow = outcome.shadow
+        if shadow is not None:
+            attributes[CELGATE_SHADOW_MODEL] = shadow.label
+            attributes[CELGATE_SHADOW_AGREEMENT] = shadow.agreement(outcome.route)
+            attributes[CELGATE_SHADOW_ESTIMATED_COST] = shadow.estimated_cost_usd
+            if shadow.rule is not None:
+                attributes[CELGATE_SHADOW_RULE] = shadow.rule
+            if shadow.revision is not None:
+                attributes[CELGATE_SHADOW_REVISION] = shadow.revision
         if outcome.error is not None:
             attributes[ERROR_TYPE] = outcome.error
             if outcome.fault:

@@ -33,6 +33,11 @@ FIELDS = {
     "latency_ms",
     "status",
     "reason",
+    "policy_inputs",
+    "route",
+    "usage",
+    "shadow",
+    "version",
 }
 
 
