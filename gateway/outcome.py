@@ -25,6 +25,7 @@ from gateway.levels import Level
 from gateway.providers.base import UpstreamError
 
 if TYPE_CHECKING:  # the policy package is above this module; only its types are needed
+    from gateway.policy.deferred import Deferred
     from gateway.policy.shadow import PendingShadow, ShadowResult
 
 # Enforcement outcomes, as the decision log and the `celgate.enforcement` attribute name them.
@@ -207,7 +208,7 @@ class Progress:
     model: str | None = None
     # The dispatcher appends to this list as it walks the chain (the one attempt history).
     attempts: list[Attempt] = field(default_factory=list)
-    policy_inputs: Mapping[str, Any] | None = None
+    policy_inputs: Deferred[Mapping[str, Any]] | None = None
     route: str | None = None
     shadow: PendingShadow | None = None
 
@@ -242,7 +243,7 @@ class Progress:
             model=self.model,
             attempts=attempts,
             cost_usd=sum((a.cost_usd for a in attempts if a.error is None), 0.0),
-            policy_inputs=self.policy_inputs,
+            policy_inputs=None if self.policy_inputs is None else self.policy_inputs.result(),
             route=self.route,
             # Scheduled when the policy decided; computed now only if it has not run yet.
             shadow=None if self.shadow is None else self.shadow.result(),

@@ -36,6 +36,7 @@ from gateway.outcome import (
     Progress,
 )
 from gateway.policy import PolicyEvaluationError, PolicyStore
+from gateway.policy.deferred import Deferred
 from gateway.policy.inputs import encode as encode_inputs
 from gateway.policy.inputs import label_guard
 from gateway.policy.shadow import ShadowPolicy
@@ -232,8 +233,10 @@ class Pipeline:
         if budget.limited:
             progress.budget_utilization = budget.utilization
         models = self.model_infos()
-        progress.policy_inputs = encode_inputs(
-            context, budget, models, now, withhold=self._withhold
+        # Recorded for replay; encoded off the request's path (policy/deferred.py).
+        withhold = self._withhold
+        progress.policy_inputs = Deferred.schedule(
+            lambda: encode_inputs(context, budget, models, now, withhold=withhold)
         )
         if self.shadow is not None:
             progress.shadow = self.shadow.defer(context, budget, models, now)

@@ -19,7 +19,6 @@ not run yet (a request refused before any await). bench/bench_shadow.py measures
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from typing import Any
 
 from gateway.config import Config
 from gateway.policy.compiler import CompiledPolicy, PolicyError
+from gateway.policy.deferred import Deferred
 from gateway.policy.store import PolicyStore
 from gateway.policy.whatif import what_if
 from gateway.pricing import Pricing
@@ -85,33 +85,8 @@ class ShadowResult:
 NO_SHADOW_POLICY = ShadowResult(error="no_policy")
 
 
-class PendingShadow:
-    """One request's shadow evaluation: scheduled at decide time, read when recording."""
-
-    __slots__ = ("_args", "_result", "_shadow")
-
-    def __init__(
-        self,
-        shadow: ShadowPolicy,
-        args: tuple[
-            policy_pb2.PolicyRequest,
-            policy_pb2.BudgetState,
-            Mapping[str, policy_pb2.ModelInfo],
-            datetime,
-        ],
-    ) -> None:
-        self._shadow = shadow
-        self._args = args
-        self._result: ShadowResult | None = None
-
-    def run(self) -> None:
-        if self._result is None:
-            self._result = self._shadow.evaluate(*self._args)
-
-    def result(self) -> ShadowResult:
-        self.run()
-        assert self._result is not None
-        return self._result
+# One request's shadow evaluation: scheduled at decide time, read when recording.
+PendingShadow = Deferred[ShadowResult]
 
 
 class ShadowPolicy:
@@ -192,8 +167,4 @@ class ShadowPolicy:
         now: datetime,
     ) -> PendingShadow:
         """Schedule the evaluation off the request's own path (see the module docstring)."""
-        pending = PendingShadow(self, (request, budget, models, now))
-        # Without a running loop (a synchronous caller) it is computed when read.
-        with contextlib.suppress(RuntimeError):
-            asyncio.get_running_loop().call_soon(pending.run)
-        return pending
+        return Deferred.schedule(lambda: self.evaluate(request, budget, models, now))

@@ -75,6 +75,8 @@ METRIC_POLICY_RELOAD_FAILURES: Final = "celgate.policy.reload.failures"
 METRIC_BUDGET_UTILIZATION: Final = "celgate.budget.utilization"
 METRIC_TELEMETRY_DROPPED: Final = "celgate.telemetry.dropped"
 METRIC_SHADOW_DECISIONS: Final = "celgate.shadow.decisions"
+# Its attributes: the live route's model, the shadow's, and whether they agree.
+SHADOW_AGREEMENT_KEYS: Final = (CELGATE_MODEL, CELGATE_SHADOW_MODEL, CELGATE_SHADOW_AGREEMENT)
 
 # The explicit bucket boundaries the GenAI semantic conventions advise.
 TOKEN_USAGE_BUCKETS: Sequence[float] = (

@@ -243,14 +243,8 @@ class Recorder:
             instruments.budget_utilization.set(outcome.budget_utilization, {CELGATE_TENANT: tenant})
         shadow = outcome.shadow
         if shadow is not None:
-            instruments.shadow_decisions.add(
-                1,
-                {
-                    CELGATE_MODEL: outcome.route if outcome.route is not None else REFUSED,
-                    CELGATE_SHADOW_MODEL: shadow.label,
-                    CELGATE_SHADOW_AGREEMENT: shadow.agreement(outcome.route),
-                },
-            )
+            live = outcome.route if outcome.route is not None else REFUSED
+            instruments.shadow_decisions[(live, shadow.label, shadow.agreement(outcome.route))] += 1
         if outcome.call.audited and tenant is not None:
             if outcome.error is None:
                 result = outcome.enforcement or ALLOWED

@@ -112,9 +112,9 @@ async def test_defer_runs_on_the_loop_before_it_is_read(tmp_path: Path, config: 
     shadow = shadow_of(write_policy(tmp_path / "s", TO_CHEAP), config)
     models = catalogue(config, shadow.pricing, lambda alias: True)
     pending = shadow.defer(request(), policy_pb2.BudgetState(), models, NOW)
-    assert pending._result is None  # nothing evaluated on the caller's path
+    assert not pending.done  # nothing evaluated on the caller's path
     await asyncio.sleep(0)
-    assert pending._result is not None and pending.result().model == "cheap"
+    assert pending.done and pending.result().model == "cheap"
     # Read before the loop ran it (a request refused without awaiting): computed then.
     eager = shadow.defer(request(), policy_pb2.BudgetState(), models, NOW)
     assert eager.result().model == "cheap"
