@@ -42,7 +42,7 @@ from gateway.pricing import Pricing
 REPLAYED_RPCS = frozenset({"Chat", "ChatStream"})
 RESIDENCY = Reason.DATA_RESIDENCY
 
-SKIP_DRY_RUN = "dry run (Route): spends nothing"
+SKIP_DRY_RUN = "not a Chat or ChatStream call (a Route dry run spends nothing)"
 SKIP_FORMAT_1 = "recorded before policy inputs were logged (format 1)"
 SKIP_NO_INPUTS = "refused before the policy ran (authentication, validation, limits)"
 
