@@ -38,6 +38,7 @@ from gateway.policy.inputs import INPUTS_VERSION, InputsError, decode, parse_tim
 from gateway.policy.store import PolicyStore
 from gateway.policy.whatif import WhatIf, catalogue, output_allowance, what_if
 from gateway.pricing import Pricing
+from gateway.v1 import policy_pb2
 
 REPLAYED_RPCS = frozenset({"Chat", "ChatStream"})
 RESIDENCY = Reason.DATA_RESIDENCY
@@ -346,9 +347,9 @@ class Replayer:
         self.policy = policy
         self.config = config
         self.pricing = pricing
-        self._catalogues: dict[frozenset[str], Mapping[str, Any]] = {}
+        self._catalogues: dict[frozenset[str], Mapping[str, policy_pb2.ModelInfo]] = {}
 
-    def _models(self, unhealthy: frozenset[str]) -> Mapping[str, Any]:
+    def _models(self, unhealthy: frozenset[str]) -> Mapping[str, policy_pb2.ModelInfo]:
         models = self._catalogues.get(unhealthy)
         if models is None:
             models = catalogue(self.config, self.pricing, lambda alias: alias not in unhealthy)
@@ -360,7 +361,7 @@ class Replayer:
         for number, data in read_lines(path):
             report.lines += 1
             where = f"{path}:{number}"
-            when = parse_when_recorded(data, where)
+            when = _recorded_time(data, where)
             tenant = _text(data, "tenant", where)
             if not window.admits(when, tenant):
                 continue
@@ -395,7 +396,11 @@ class Replayer:
         return report
 
     def _compare(
-        self, report: ReplayReport, live: _Recorded, candidate: WhatIf, request: Any
+        self,
+        report: ReplayReport,
+        live: _Recorded,
+        candidate: WhatIf,
+        request: policy_pb2.PolicyRequest,
     ) -> None:
         report.replayed += 1
         live_outcome = _outcome(live.route, live.refused)
@@ -423,7 +428,9 @@ class Replayer:
             report.candidate_cost_usd += candidate.estimated_cost_usd
             report.estimated += 1
 
-    def _live_cost(self, report: ReplayReport, live: _Recorded, request: Any) -> float:
+    def _live_cost(
+        self, report: ReplayReport, live: _Recorded, request: policy_pb2.PolicyRequest
+    ) -> float:
         if live.answered is None:
             return 0.0  # refused or failed: nothing was spent
         try:
@@ -439,7 +446,7 @@ class Replayer:
             return live.cost_usd
 
 
-def parse_when_recorded(data: Mapping[str, Any], where: str) -> datetime:
+def _recorded_time(data: Mapping[str, Any], where: str) -> datetime:
     try:
         return parse_time(data.get("time"), "time")
     except InputsError as exc:
