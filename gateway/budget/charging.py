@@ -10,6 +10,7 @@ from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from gateway.budget.ledger import Ledger, Reservation
+from gateway.errors import Unavailable
 from gateway.pricing import Pricing
 from gateway.providers.base import Usage
 
@@ -83,7 +84,12 @@ class Charger:
     async def fail(self, alias: str, error: BaseException) -> None:
         held, self._held = self._held, None
         if held is not None:
-            await self._ledger.release(held)
+            try:
+                await self._ledger.release(held)
+            except Unavailable:
+                # The hold lapses after ledger.reservation_ttl_s; the caller hears about the
+                # upstream failure, not about the ledger.
+                log.warning("releasing a reservation failed: the ledger did not answer")
 
     async def succeed(self, alias: str, usage: Usage | None) -> None:
         """Settle to the reported usage; without usage (a stream that reported none) the
