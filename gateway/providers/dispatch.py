@@ -43,22 +43,23 @@ BUDGET = "budget"
 SKIPPED = frozenset({NOT_CONFIGURED, CIRCUIT_OPEN, BUDGET})
 
 
-def build_provider(alias: str, model: ModelConfig) -> Provider:
+def build_provider(alias: str, model: ModelConfig, output_cap: int | None = None) -> Provider:
     """Create the adapter for one catalogue entry. Raises `LookupError` when the model cannot be
-    used (its API key variable is unset); the message names the variable, never a value."""
+    used (its API key variable is unset); the message names the variable, never a value.
+    `output_cap` is the output limit sent when a request sets none (what the budget reserves)."""
     if model.provider == "ollama":
         from gateway.providers.ollama import OllamaProvider
 
-        return OllamaProvider(model)
+        return OllamaProvider(model, output_cap=output_cap)
     from gateway.providers.openai import OpenAIProvider
 
     if model.api_key_env is None:
         # OpenAI-compatible servers without auth (vLLM, llama.cpp) still need a non-empty key.
-        return OpenAIProvider(model, api_key="unused")
+        return OpenAIProvider(model, api_key="unused", output_cap=output_cap)
     key = os.environ.get(model.api_key_env, "")
     if not key:
         raise LookupError(f"environment variable {model.api_key_env} is not set")
-    return OpenAIProvider(model, api_key=key)
+    return OpenAIProvider(model, api_key=key, output_cap=output_cap)
 
 
 class AttemptHooks(Protocol):
@@ -271,7 +272,9 @@ class Dispatcher:
                     self.providers[alias] = providers[alias]
                 continue
             try:
-                self.providers[alias] = build_provider(alias, model)
+                self.providers[alias] = build_provider(
+                    alias, model, config.limits.estimate_output_tokens
+                )
             except LookupError as exc:
                 self.unavailable[alias] = str(exc)
                 log.warning("model %s is unavailable: %s", alias, exc)
