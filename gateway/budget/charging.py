@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from gateway.budget.ledger import Ledger, Reservation
 from gateway.errors import Unavailable
+from gateway.inspect.analysis import CHARS_PER_TOKEN
 from gateway.pricing import Pricing
 from gateway.providers.base import Usage
 
@@ -100,6 +102,24 @@ class Charger:
         cost = self._pricing.cost(alias, usage) if usage is not None else held.amount_usd
         self.cost_usd = cost
         self._settlements.start(self._ledger.settle(held, cost, alias, self._task_type))
+
+    async def interrupted(self, alias: str, usage: Usage | None, relayed_chars: int) -> float:
+        """A stream that ended early (the caller cancelled, the upstream broke off) after
+        output was relayed: the provider bills what it generated, so the attempt is charged,
+        to the usage it reported or, when none arrived, to the estimate of what was relayed
+        (the input estimate plus the relayed output). Returns the cost charged."""
+        held, self._held = self._held, None
+        if held is None:
+            return 0.0
+        if usage is None:
+            usage = Usage(
+                input_tokens=self._input_tokens,
+                output_tokens=math.ceil(relayed_chars / CHARS_PER_TOKEN),
+            )
+        cost = self._pricing.cost(alias, usage)
+        self.cost_usd = cost
+        self._settlements.start(self._ledger.settle(held, cost, alias, self._task_type))
+        return cost
 
     def skipped(self, alias: str, reason: str) -> None:
         """Nothing was reserved for a candidate skipped before its budget stage."""
