@@ -118,6 +118,8 @@ class LimitsConfig(_Strict):
     max_message_chars: int = Field(default=1_000_000, gt=0)
     max_total_chars: int = Field(default=2_000_000, gt=0)
     max_tools: int = Field(default=128, gt=0)
+    # Deepest nesting accepted in callers' JSON (tool and response schemas).
+    max_json_depth: int = Field(default=64, gt=0)
     # Output cap for a request that sets no max_tokens: reserved in the budget AND sent
     # upstream as the request's cap, so the reservation bounds what can be billed.
     estimate_output_tokens: int = Field(default=4096, gt=0)

@@ -212,7 +212,7 @@ def _messages(messages: tuple[ChatMessage, ...]) -> list[dict[str, Any]]:
 def _arguments(call: ToolCall) -> dict[str, Any]:
     try:
         value = json.loads(call.arguments or "{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested beyond the parser's stack
         value = None
     if not isinstance(value, dict):
         raise UpstreamError(
