@@ -24,9 +24,11 @@ INTERNAL_WORDS = ("Error", "Exception", "Traceback", "DecodeError", "RecursionEr
 async def channel() -> AsyncIterator[grpc.aio.Channel]:
     with refused_url() as url:
         config = make_config({"local": ollama_model(url)}, "local")
-        async with serve(config) as (gateway, _):
-            async with grpc.aio.insecure_channel(gateway.address) as chan:
-                yield chan
+        async with (
+            serve(config) as (gateway, _),
+            grpc.aio.insecure_channel(gateway.address) as chan,
+        ):
+            yield chan
 
 
 def _assert_invalid(exc: grpc.aio.AioRpcError, field: str) -> None:
