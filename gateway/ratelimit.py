@@ -16,17 +16,15 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import redis.asyncio as aioredis
 
 from gateway.budget.redis import bounded, redis_client
+from gateway.clock import Seconds
 from gateway.config import Config
 from gateway.errors import RateLimited, Unavailable
-
-Clock = Callable[[], float]
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +103,14 @@ class _Bucket:
 class RateLimiter:
     """In-process buckets. Not shared between processes; `clock` is injectable for tests."""
 
-    def __init__(self, limits: dict[str, Limits], clock: Clock = time.monotonic) -> None:
+    def __init__(self, limits: dict[str, Limits], clock: Seconds = time.monotonic) -> None:
         self._limits = limits
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
         self._route_buckets: dict[str, _Bucket] = {}
 
     @classmethod
-    def from_config(cls, config: Config, clock: Clock = time.monotonic) -> RateLimiter:
+    def from_config(cls, config: Config, clock: Seconds = time.monotonic) -> RateLimiter:
         return cls(limits_from_config(config), clock)
 
     def reload(self, config: Config) -> None:
@@ -248,7 +246,7 @@ class RedisRateLimiter:
         self,
         client: aioredis.Redis,
         limits: dict[str, Limits],
-        clock: Clock = time.time,
+        clock: Seconds = time.time,
         *,
         timeout_s: float = 0.5,
     ) -> None:
@@ -260,7 +258,7 @@ class RedisRateLimiter:
 
     @classmethod
     def from_url(
-        cls, url: str, limits: dict[str, Limits], clock: Clock = time.time, timeout_s: float = 0.5
+        cls, url: str, limits: dict[str, Limits], clock: Seconds = time.time, timeout_s: float = 0.5
     ) -> RedisRateLimiter:
         # Bounded: a stalled Redis must fail a request within `timeout_s`, not hang it.
         client = redis_client(url, timeout_s, decode_responses=False)
@@ -325,7 +323,7 @@ class RedisRateLimiter:
         await self._client.aclose()
 
 
-def open_rate_limiter(config: Config, clock: Clock | None = None) -> TenantRateLimiter:
+def open_rate_limiter(config: Config, clock: Seconds | None = None) -> TenantRateLimiter:
     """Redis buckets when the ledger uses Redis (same URL), so replicas share one limit."""
     limits = limits_from_config(config)
     if config.ledger.backend == "redis":
