@@ -129,8 +129,9 @@ class LimitsConfig(_Strict):
     # Characters of large requests one tenant may have in inspection at once; more gets
     # RESOURCE_EXHAUSTED (one caller cannot queue up the workers for everybody).
     max_inflight_chars_per_tenant: int = Field(default=8_000_000, gt=0)
-    # Worker threads for inspection of large requests.
-    inspection_workers: int = Field(default=2, ge=1)
+    # Worker threads for inspection of large requests (each one more thread the event loop
+    # shares the GIL with: more helps only while they wait in C code).
+    inspection_workers: int = Field(default=1, ge=1)
 
 
 class PolicyConfig(_Strict):

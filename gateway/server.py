@@ -31,9 +31,8 @@ from gateway.policy import CompiledPolicy, PolicyError, PolicyStore
 from gateway.pricing import Pricing
 from gateway.providers.dispatch import Dispatcher
 from gateway.ratelimit import TenantRateLimiter, open_rate_limiter
-from gateway.service import SERVICE_NAME, GatewayService
+from gateway.service import SERVICE_NAME, GatewayService, add_to_server
 from gateway.telemetry import Telemetry
-from gateway.v1 import gateway_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +165,7 @@ async def start(
         limits=config.limits,
         default_deadline_s=config.server.default_deadline_s,
     )
-    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(service, server)
+    add_to_server(service, server)
 
     port = _bind(server, config.server.listen, "server.listen", server_credentials(config))
     health_server: grpc.aio.Server | None = None

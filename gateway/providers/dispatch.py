@@ -90,6 +90,10 @@ class AttemptHooks(Protocol):
     async def succeed(self, alias: str, usage: Usage | None) -> float:
         """Settle the attempt; returns what it cost (USD)."""
 
+    async def interrupted(self, alias: str, usage: Usage | None, relayed_chars: int) -> float:
+        """A stream that ended early after `relayed_chars` characters of output reached the
+        caller: charge it (the provider bills what it generated); returns the cost."""
+
     def skipped(self, alias: str, reason: str) -> None:
         """A candidate passed over without a call (`not_configured`, `circuit_open`)."""
 
@@ -102,6 +106,9 @@ class _NoHooks:
         return None
 
     async def succeed(self, alias: str, usage: Usage | None) -> float:
+        return 0.0
+
+    async def interrupted(self, alias: str, usage: Usage | None, relayed_chars: int) -> float:
         return 0.0
 
     def skipped(self, alias: str, reason: str) -> None:
@@ -147,6 +154,12 @@ class _Entry:
         # The caller's deadline, not the model's own timeout, bounds this call: a timeout
         # then says nothing about the model's health.
         self.capped = capped
+
+
+def _output_chars(chunk: Chunk) -> int:
+    """Characters of model output in a chunk (content and complete tool calls)."""
+    calls = sum(len(c.name) + len(c.arguments) for c in chunk.tool_calls)
+    return len(chunk.content_delta) + calls
 
 
 class _Chain:
@@ -223,10 +236,28 @@ class _Chain:
             )
         )
 
-    def ended(self, alias: str, entry: _Entry, error: str) -> None:
-        """Record an attempt that made a call and did not answer."""
+    def ended(
+        self,
+        alias: str,
+        entry: _Entry,
+        error: str,
+        *,
+        usage: Usage | None = None,
+        cost: float = 0.0,
+        cost_estimated: bool = False,
+    ) -> None:
+        """Record an attempt that made a call and did not answer (a stream that ended early
+        carries what it was charged)."""
         self.attempts.append(
-            Attempt(alias, error, entry.started_ns, time.perf_counter() - entry.started_perf)
+            Attempt(
+                alias,
+                error,
+                entry.started_ns,
+                time.perf_counter() - entry.started_perf,
+                usage,
+                cost,
+                cost_estimated=cost_estimated,
+            )
         )
 
     def failed(self, alias: str, entry: _Entry, exc: UpstreamError) -> None:
@@ -409,6 +440,8 @@ class Dispatcher:
             recorded = False  # recorded as failed by `walk.failed`
             judged = False  # the breaker has heard how this attempt went
             error: BaseException | None = None
+            relayed = -1  # output characters handed to the caller; -1: nothing handed yet
+            usage_seen: Usage | None = None
             try:
                 # aclosing: an abandoned stream closes its upstream connection at once.
                 async with aclosing(entry.provider.stream(params, timeout=entry.timeout)) as chunks:
@@ -433,6 +466,8 @@ class Dispatcher:
                     chunk = first
                     try:
                         while True:
+                            relayed += _output_chars(chunk)
+                            usage_seen = chunk.usage or usage_seen
                             if chunk.finish_reason is not None and not settled:
                                 cost = await hooks.succeed(alias, chunk.usage)
                                 settled = True
@@ -467,7 +502,20 @@ class Dispatcher:
             finally:
                 if not settled:
                     error = error or Unavailable("the stream ended early")
-                    if not recorded:
-                        walk.ended(alias, entry, error_type(error))
-                    await hooks.fail(alias, error)
+                    if relayed >= 0:
+                        # Output reached the caller, so the model generated it and the
+                        # provider bills it: charge it, to the usage or to the estimate.
+                        cost = await hooks.interrupted(alias, usage_seen, relayed)
+                        walk.ended(
+                            alias,
+                            entry,
+                            error_type(error),
+                            usage=usage_seen,
+                            cost=cost,
+                            cost_estimated=usage_seen is None,
+                        )
+                    else:
+                        if not recorded:
+                            walk.ended(alias, entry, error_type(error))
+                        await hooks.fail(alias, error)
         raise walk.give_up()
