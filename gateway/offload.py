@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Final, TypeVar
 
 from gateway.config import LimitsConfig
-from gateway.errors import RateLimited
+from gateway.errors import RateLimited, Reason
 
 T = TypeVar("T")
 
@@ -82,7 +82,7 @@ class Offloader:
                 f" the limit is {self.max_inflight_chars} ({LIMIT_NAME}). Retry when earlier"
                 " requests have finished",
                 retry_after_s=_RETRY_AFTER_S,
-                reason="INFLIGHT_LIMIT",
+                reason=Reason.INFLIGHT_LIMIT,
                 tenant=tenant,
                 limit=LIMIT_NAME,
             )

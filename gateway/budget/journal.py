@@ -10,6 +10,7 @@ settled, so a charge that did reach Redis before its answer was lost is not coun
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from typing import Any
 
 from gateway.budget.ledger import Bucket, Charge, Reservation
 from gateway.config import ConfigError
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS pending (
@@ -148,9 +151,17 @@ class SettlementJournal:
     def pending(self, limit: int = 500) -> list[Pending]:
         with self._lock:
             rows = self._db.execute(
-                "SELECT entry FROM pending ORDER BY id LIMIT ?", (limit,)
+                "SELECT reservation, entry FROM pending ORDER BY id LIMIT ?", (limit,)
             ).fetchall()
-        return [_decode(text) for (text,) in rows]
+        out: list[Pending] = []
+        for reservation, text in rows:
+            try:
+                out.append(_decode(text))
+            except (ValueError, KeyError, TypeError):
+                # A damaged line cannot be replayed; it must not block the ones after it.
+                log.error("settlement journal: entry %s is unreadable; dropped", reservation)
+                self.remove(reservation)
+        return out
 
     def remove(self, reservation_id: str) -> None:
         with self._lock:

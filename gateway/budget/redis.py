@@ -38,7 +38,7 @@ from gateway.budget.ledger import (
     utc_now,
 )
 from gateway.config import Config
-from gateway.errors import Unavailable
+from gateway.errors import Reason, Unavailable
 
 log = logging.getLogger(__name__)
 
@@ -203,11 +203,11 @@ async def bounded(awaitable: Awaitable[Any], timeout_s: float, what: str) -> Any
     except (TimeoutError, RedisTimeout):
         raise Unavailable(
             f"{what} did not answer within {timeout_s * 1000:g} ms (ledger.redis_timeout_s)",
-            reason="LEDGER_UNAVAILABLE",
+            reason=Reason.LEDGER_UNAVAILABLE,
         ) from None
     except RedisError as exc:
         raise Unavailable(
-            f"{what} is unreachable: {type(exc).__name__}", reason="LEDGER_UNAVAILABLE"
+            f"{what} is unreachable: {type(exc).__name__}", reason=Reason.LEDGER_UNAVAILABLE
         ) from None
 
 
