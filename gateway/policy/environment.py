@@ -103,7 +103,7 @@ class PolicyEnvironment:
 
 
 def gateway_environment() -> PolicyEnvironment:
-    """The environment of DESIGN.md, used for every policy the gateway serves."""
+    """The environment docs/architecture.md describes, used for every policy the gateway serves."""
     return PolicyEnvironment(
         name="gateway",
         variables=_gateway_variables(),

@@ -1,8 +1,9 @@
 """The serving policy: load, hot reload, last known good.
 
 A changed policy is compiled and its tests.yaml run before it replaces the serving one; a
-policy that fails either keeps the last good revision serving (DESIGN.md invariant 5) and the
-failure is logged with file:line and kept in `last_error` for health and metrics.
+policy that fails either keeps the last good revision serving (docs/architecture.md,
+invariant 5) and the failure is logged with file:line and kept in `last_error` for health
+and metrics.
 
 Reloads are driven by content, not by which file an event names: Kubernetes updates a mounted
 ConfigMap by swapping a `..data` symlink, so events arrive for directories we never read.
