@@ -23,17 +23,11 @@ if TYPE_CHECKING:
 
 # The value that stands for every value not carried as itself.
 OTHER = "other"
-# Attribute name of a promoted label on spans and metrics (`celgate_label_<key>` in Prometheus).
-ATTRIBUTE_PREFIX = "celgate.label."
 
 _SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/+-]{0,63}")
 
 # True when a value may be carried (the content detectors found nothing in it).
 Screen = Callable[[str], bool]
-
-
-def attribute(key: str) -> str:
-    return ATTRIBUTE_PREFIX + key
 
 
 class LabelPromoter:
@@ -61,10 +55,6 @@ class LabelPromoter:
             if value is not None:
                 out[key] = self._value(key, value)
         return out
-
-    def attributes(self, promoted: Mapping[str, str]) -> dict[str, str]:
-        """Span and metric attributes of promoted labels."""
-        return {attribute(key): value for key, value in promoted.items()}
 
     def _value(self, key: str, value: str) -> str:
         kept = self._kept[key]
