@@ -67,15 +67,23 @@ class LabelPromoter:
                 return OTHER
             if len(kept) >= self.max_values:
                 return OTHER
-            if not _SHAPE.fullmatch(value) or (
-                self._screen is not None and not self._screen(value)
-            ):
+            if not _SHAPE.fullmatch(value) or not self._screened(value):
                 refused = self._refused[key]
                 if len(refused) < 4 * self.max_values:
                     refused.add(value)
                 return OTHER
             kept.add(value)
             return value
+
+    def _screened(self, value: str) -> bool:
+        if self._screen is None:
+            return True
+        try:
+            return self._screen(value)
+        except Exception:
+            # A detector that fails must neither let the value through nor fail the request
+            # over a telemetry label: the value is reported as `other`.
+            return False
 
 
 def content_screen(inspection: InspectionConfig) -> Screen:
@@ -87,10 +95,7 @@ def content_screen(inspection: InspectionConfig) -> Screen:
     classifier = Classifier(inspection)
 
     def screen(value: str) -> bool:
-        try:
-            return not classifier.scan(normalize.to_bytes(value))
-        except Exception:  # a failing detector must not let the value through (fail closed)
-            return False
+        return not classifier.scan(normalize.to_bytes(value))
 
     return screen
 
