@@ -23,17 +23,11 @@ if TYPE_CHECKING:
 
 # The value that stands for every value not carried as itself.
 OTHER = "other"
-# Attribute name of a promoted label on spans and metrics (`celgate_label_<key>` in Prometheus).
-ATTRIBUTE_PREFIX = "celgate.label."
 
 _SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:/+-]{0,63}")
 
 # True when a value may be carried (the content detectors found nothing in it).
 Screen = Callable[[str], bool]
-
-
-def attribute(key: str) -> str:
-    return ATTRIBUTE_PREFIX + key
 
 
 class LabelPromoter:
@@ -62,10 +56,6 @@ class LabelPromoter:
                 out[key] = self._value(key, value)
         return out
 
-    def attributes(self, promoted: Mapping[str, str]) -> dict[str, str]:
-        """Span and metric attributes of promoted labels."""
-        return {attribute(key): value for key, value in promoted.items()}
-
     def _value(self, key: str, value: str) -> str:
         kept = self._kept[key]
         if value in kept:  # the common case: no lock needed to read a set that only grows
@@ -77,15 +67,23 @@ class LabelPromoter:
                 return OTHER
             if len(kept) >= self.max_values:
                 return OTHER
-            if not _SHAPE.fullmatch(value) or (
-                self._screen is not None and not self._screen(value)
-            ):
+            if not _SHAPE.fullmatch(value) or not self._screened(value):
                 refused = self._refused[key]
                 if len(refused) < 4 * self.max_values:
                     refused.add(value)
                 return OTHER
             kept.add(value)
             return value
+
+    def _screened(self, value: str) -> bool:
+        if self._screen is None:
+            return True
+        try:
+            return self._screen(value)
+        except Exception:
+            # A detector that fails must neither let the value through nor fail the request
+            # over a telemetry label: the value is reported as `other`.
+            return False
 
 
 def content_screen(inspection: InspectionConfig) -> Screen:
@@ -97,10 +95,7 @@ def content_screen(inspection: InspectionConfig) -> Screen:
     classifier = Classifier(inspection)
 
     def screen(value: str) -> bool:
-        try:
-            return not classifier.scan(normalize.to_bytes(value))
-        except Exception:  # a failing detector must not let the value through (fail closed)
-            return False
+        return not classifier.scan(normalize.to_bytes(value))
 
     return screen
 

@@ -17,7 +17,6 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -61,7 +60,9 @@ def scrape(port: int) -> tuple[str, list[Sample]]:
 
 def find(samples: list[Sample], name: str, **labels: str) -> list[Sample]:
     return [
-        s for s in samples if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+        s
+        for s in samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
     ]
 
 
@@ -189,9 +190,9 @@ def test_cost_by_tenant_model_and_promoted_label(scraped: Scraped) -> None:
     assert other.value == pytest.approx(
         scraped.costs[("beta", "cloud", "cygnus")] + scraped.costs[("beta", "cloud", SECRET_LABEL)]
     )
-    # A call without the label carries none (Prometheus shows no label for it).
+    # A call without the label carries none (an empty value, which Prometheus treats as absent).
     local = find(scraped.samples, name, celgate_tenant="alpha", celgate_model="local")
-    assert local and all(f"celgate_label_{PROMOTED_LABEL}" not in s.labels for s in local)
+    assert local and all(s.labels.get(f"celgate_label_{PROMOTED_LABEL}", "") == "" for s in local)
 
 
 def test_tokens_by_tenant_model_and_promoted_label(scraped: Scraped) -> None:
@@ -211,7 +212,7 @@ def test_tokens_by_tenant_model_and_promoted_label(scraped: Scraped) -> None:
         gen_ai_token_type="output",
         celgate_label_project="other",
     )
-    assert [s.value for s in outputs] == [8.0]
+    assert [s.value for s in outputs] == [5.0]  # 3 + 2: the third value and the address
 
 
 def test_unpromoted_and_overflowing_labels_create_no_series(scraped: Scraped) -> None:
@@ -221,7 +222,7 @@ def test_unpromoted_and_overflowing_labels_create_no_series(scraped: Scraped) ->
     values = {
         s.labels[f"celgate_label_{PROMOTED_LABEL}"]
         for s in scraped.samples
-        if f"celgate_label_{PROMOTED_LABEL}" in s.labels
+        if s.labels.get(f"celgate_label_{PROMOTED_LABEL}")
     }
     assert values == {"atlas", "borealis", "other"}
     assert "cygnus" not in scraped.text

@@ -33,6 +33,7 @@ FIELDS = {
     "latency_ms",
     "status",
     "reason",
+    "labels",
 }
 
 
