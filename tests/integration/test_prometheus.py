@@ -143,7 +143,10 @@ def scraped(
             Reply(content="e", prompt_tokens=9, completion_tokens=2),
         )
         costs: dict[tuple[str, str, str], float] = {}
-        with GatewayProcess(data, tmp, env) as gateway:
+        gateway = GatewayProcess(data, tmp, env)
+        # A generous start-up bound: CI machines are shared and the child imports a lot.
+        try:
+            gateway.start(timeout=60)
             with grpc.insecure_channel(gateway.address) as channel:
                 stub = gateway_pb2_grpc.GatewayServiceStub(channel)
                 plan = [
@@ -174,6 +177,8 @@ def scraped(
                 gateway.port,
                 metrics_port,
             )
+        finally:
+            gateway.__exit__(None, None, None)
 
 
 def test_cost_by_tenant_model_and_promoted_label(scraped: Scraped) -> None:
