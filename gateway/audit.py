@@ -16,8 +16,8 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -62,6 +62,8 @@ class DecisionRecord:
     latency_ms: float = 0.0
     status: str = "OK"  # the gRPC status code name
     reason: str | None = None  # the ErrorInfo reason when the request failed
+    # The promoted request labels, as the metrics carry them (telemetry.labels).
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, outcome: Outcome, trace_id: str | None) -> DecisionRecord:
@@ -91,6 +93,7 @@ class DecisionRecord:
             latency_ms=round(outcome.duration_s * 1000, 3),
             status=outcome.status,
             reason=outcome.error,
+            labels=outcome.labels,
         )
 
     def to_json(self) -> str:
@@ -129,6 +132,7 @@ class DecisionRecord:
             "latency_ms": self.latency_ms,
             "status": self.status,
             "reason": self.reason,
+            "labels": dict(self.labels),
         }
         return _ENCODER.encode(line)
 

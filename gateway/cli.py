@@ -167,7 +167,12 @@ def build_parser() -> argparse.ArgumentParser:
     costs = sub.add_parser("costs", help="print spend from the budget ledger")
     costs.add_argument("--config", default=DEFAULT_CONFIG)
     costs.add_argument("--since", help="ISO date or time (UTC), for example 2026-11-01")
-    costs.add_argument("--by", default="tenant", choices=["tenant", "model", "task_type"])
+    costs.add_argument(
+        "--by",
+        default="tenant",
+        metavar="{tenant,model,task_type,label:KEY}",
+        help="group by tenant, model, task type, or a promoted request label (label:project)",
+    )
 
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)

@@ -249,6 +249,39 @@ class LedgerConfig(_Strict):
         return value
 
 
+class PrometheusConfig(_Strict):
+    # HOST:PORT of a plaintext HTTP listener answering GET /metrics in the Prometheus text
+    # format (the OpenTelemetry Prometheus exporter); unset: no listener. Never the gRPC port.
+    listen: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        return ServerConfig._host_port(value)
+
+
+# A promoted label key becomes part of an attribute name (celgate.label.<key>) and of a
+# Prometheus label name: lower-case identifiers only.
+LABEL_KEY_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+
+
+class LabelsConfig(_Strict):
+    """Request labels promoted to the cost and token metrics, the spans and the decision log.
+    Only the keys listed are carried; each key keeps at most `max_values` distinct values per
+    process, later ones are counted as `other`, so a caller cannot blow up the series count."""
+
+    promote: list[Annotated[str, Field(pattern=LABEL_KEY_PATTERN)]] = Field(default_factory=list)
+    max_values: int = Field(default=50, ge=1, le=10_000)
+
+    @field_validator("promote")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        duplicates = sorted({k for k in value if value.count(k) > 1})
+        if duplicates:
+            raise ValueError(f"lists {', '.join(duplicates)} more than once")
+        return value
+
+
 class TelemetryConfig(_Strict):
     """Traces and metrics are configured by the standard OTEL_* environment variables (nothing
     is exported unless an OTLP endpoint is set); these are the settings they do not cover."""
@@ -256,6 +289,8 @@ class TelemetryConfig(_Strict):
     # Seconds stop() waits to flush buffered spans and metrics: a dead collector never holds
     # the shutdown longer than this.
     shutdown_timeout_s: float = Field(default=5.0, ge=0)
+    prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
 
 
 class AuditConfig(_Strict):

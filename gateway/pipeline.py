@@ -26,6 +26,7 @@ from gateway.config import Config
 from gateway.enforce import Dropped, Enforced, Verdict, enforce, judge
 from gateway.errors import InternalError, InvalidRequest, NoPolicy, PermissionDenied, Reason
 from gateway.inspect import Inspection, Inspector
+from gateway.labels import promoter_for
 from gateway.levels import Level
 from gateway.offload import Offloader
 from gateway.outcome import (
@@ -35,6 +36,7 @@ from gateway.outcome import (
     InspectionFacts,
     PolicyFacts,
     Progress,
+    RequestFacts,
 )
 from gateway.policy import PolicyEvaluationError, PolicyStore
 from gateway.pricing import Pricing
@@ -97,6 +99,8 @@ class Pipeline:
         self.inspector = Inspector(config.inspection)
         # Large inspections run off the event loop, bounded per tenant (invariant 7).
         self.offloader = Offloader.from_config(config.limits)
+        # Which request labels reach telemetry and the decision log, bounded (gateway/labels.py).
+        self.labels = promoter_for(config)
         self._clock = clock
         self._catalogue: tuple[tuple[bool, ...], dict[str, policy_pb2.ModelInfo]] | None = None
 
@@ -207,6 +211,8 @@ class Pipeline:
             raise InvalidRequest(
                 "preferred_model", f"unknown model {request.preferred_model!r}; known: {known}"
             )
+        if request.labels:
+            progress.labels = self.labels.promote(request.labels)
         inspection = await self.offloader.run(
             request.tenant, request_chars(request.params), lambda: self.inspect(request)
         )
@@ -259,6 +265,7 @@ class Pipeline:
             params = dataclasses.replace(
                 params, max_tokens=self.config.limits.estimate_output_tokens
             )
+        progress.request = _request_facts(params)
         return Plan(
             decision_id=progress.call.decision_id,
             request=request,
@@ -361,6 +368,19 @@ class Pipeline:
                         plan, piece.model, attempts=piece.calls, cost=charger.cost_usd
                     )
                 yield piece.chunk, route
+
+
+def _request_facts(params: ChatParams) -> RequestFacts:
+    response_format = params.response_format
+    return RequestFacts(
+        max_tokens=params.max_tokens,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        stop_sequences=len(params.stop),
+        output_type="json"
+        if response_format is not None and response_format.type != "text"
+        else "text",
+    )
 
 
 def _considered(progress: Progress, verdicts: list[Verdict]) -> None:

@@ -178,6 +178,8 @@ async def start(
             health_server, config.server.health_listen, "server.health_listen", None
         )
         await health_server.start()
+    # GET /metrics on its own plaintext port (telemetry.prometheus.listen), never this one.
+    telemetry.start()
     await server.start()
     gateway = Gateway(
         config, server, health_servicer, pipeline, authenticator, limiter, telemetry, port

@@ -34,6 +34,7 @@ FIELDS = {
     "latency_ms",
     "status",
     "reason",
+    "labels",
 }
 
 
