@@ -26,6 +26,7 @@ from grpc_reflection.v1alpha import reflection
 from gateway.auth import Authenticator, server_credentials
 from gateway.budget import open_ledger
 from gateway.config import Config, ConfigError, load_config
+from gateway.http.server import HttpServer, start_http
 from gateway.pipeline import Pipeline
 from gateway.policy import CompiledPolicy, PolicyError, PolicyStore
 from gateway.pricing import Pricing
@@ -57,6 +58,8 @@ class Gateway:
     # The plaintext health-only listener (`server.health_listen`), when configured.
     health_server: grpc.aio.Server | None = None
     health_port: int = 0
+    # The OpenAI-compatible HTTP listener (`http.listen`), when configured.
+    http: HttpServer | None = None
     _stop_watch: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -98,7 +101,10 @@ class Gateway:
         """Drain: refuse new calls, let in-flight ones finish within the grace period."""
         await self.health.enter_graceful_shutdown()
         self._stop_watch.set()
-        await self.server.stop(self.config.server.grace_period_s if grace is None else grace)
+        grace = self.config.server.grace_period_s if grace is None else grace
+        if self.http is not None:
+            await self.http.stop(grace)
+        await self.server.stop(grace)
         if self.health_server is not None:
             await self.health_server.stop(0)
         for task in self._tasks:
@@ -191,6 +197,12 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> Gateway:
         config, server, health_servicer, pipeline, authenticator, limiter, telemetry, port
     )
     gateway.health_server, gateway.health_port = health_server, health_port
+    if config.http.listen is not None:
+        try:
+            gateway.http = await start_http(config, pipeline, authenticator, telemetry)
+        except BaseException:
+            await gateway.stop(grace=0)
+            raise
 
     loop = asyncio.get_running_loop()
 
