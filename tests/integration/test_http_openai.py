@@ -244,7 +244,7 @@ async def test_models_lists_auto_and_the_catalogue(gateway: Gateway) -> None:
 async def test_celgate_inputs_from_extra_body_and_headers(
     gateway: Gateway, upstreams: tuple[FakeOllama, FakeOpenAI]
 ) -> None:
-    ollama, cloud = upstreams
+    _, cloud = upstreams
     client = sdk(gateway)
     # Labels from the header name the fallback chain (the test policy reads them): the dead
     # model fails and the cloud model answers, so the label reached the policy.
