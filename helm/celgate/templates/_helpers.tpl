@@ -178,6 +178,10 @@ model's base_url passed through tpl. Returned as YAML.
 {{- $_ := set $server "health_listen" (printf "0.0.0.0:%d" (int .Values.healthPort)) -}}
 {{- end -}}
 {{- $_ := set $cfg "server" $server -}}
+{{- $_ := unset $cfg "http" -}}
+{{- if .Values.http.enabled -}}
+{{- $_ := set $cfg "http" (dict "listen" (printf "0.0.0.0:%d" (int .Values.http.containerPort))) -}}
+{{- end -}}
 {{- $auth := dict "mode" .Values.auth.mode -}}
 {{- if eq .Values.auth.mode "api_key" -}}
 {{- $_ := set $auth "api_keys_file" (printf "%s/%s" (include "celgate.paths.auth" .) .Values.auth.apiKeys.key) -}}
