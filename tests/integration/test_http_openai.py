@@ -89,6 +89,7 @@ async def test_unary_completion_with_celgate_headers_and_body(
     assert completion.usage is not None
     assert (completion.usage.prompt_tokens, completion.usage.completion_tokens) == (9, 3)
     celgate = (completion.model_extra or {})["celgate"]
+    assert completion.celgate == celgate  # type: ignore[attr-defined]  # as the README shows
     assert celgate["model"] == "cloud" and celgate["location"] == "cloud"
     assert celgate["rule"] == "preferred/1"
     assert celgate["cost_usd"] == pytest.approx(3 * 10.0 / 1e6)
