@@ -16,6 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.errors import InvalidRequest
+from gateway.http.fields import (
+    array,
+    boolean,
+    celgate_inputs,
+    integer,
+    number,
+    obj,
+    string,
+)
 from gateway.providers.base import ChatResult, Chunk, ToolCall, Usage
 from gateway.v1 import gateway_pb2 as pb
 from gateway.v1 import policy_pb2
@@ -59,10 +68,6 @@ _KNOWN = frozenset(
     }
 )
 
-HEADER_TASK_TYPE = "x-celgate-task-type"
-HEADER_CLASSIFICATION = "x-celgate-classification"
-HEADER_LABELS = "x-celgate-labels"
-
 
 @dataclass(frozen=True, slots=True)
 class ChatCall:
@@ -74,50 +79,6 @@ class ChatCall:
     include_usage: bool
 
 
-def _kind(value: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean"}.get(
-        type(value), "null" if value is None else "a number"
-    )
-
-
-def _str(value: Any, where: str) -> str:
-    if not isinstance(value, str):
-        raise InvalidRequest(where, f"must be a string, not {_kind(value)}")
-    return value
-
-
-def _object(value: Any, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise InvalidRequest(where, f"must be an object, not {_kind(value)}")
-    return value
-
-
-def _list(value: Any, where: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise InvalidRequest(where, f"must be an array, not {_kind(value)}")
-    return value
-
-
-def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidRequest(where, f"must be a number, not {_kind(value)}")
-    return float(value)
-
-
-def _int(value: Any, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRequest(where, f"must be an integer, not {_kind(value)}")
-    if not -(2**31) <= value < 2**31:
-        raise InvalidRequest(where, "is out of range")
-    return value
-
-
-def _bool(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise InvalidRequest(where, f"must be true or false, not {_kind(value)}")
-    return value
-
-
 def _content(value: Any, where: str) -> str:
     """A message's content: a string, null, or an array of text parts (joined by newlines)."""
     if value is None:
@@ -125,31 +86,31 @@ def _content(value: Any, where: str) -> str:
     if isinstance(value, str):
         return value
     parts = []
-    for j, part in enumerate(_list(value, where)):
-        part = _object(part, f"{where}[{j}]")
+    for j, part in enumerate(array(value, where)):
+        part = obj(part, f"{where}[{j}]")
         kind = part.get("type")
         if kind != "text":
             raise InvalidRequest(f"{where}[{j}].type", "only 'text' content parts are supported")
-        parts.append(_str(part.get("text"), f"{where}[{j}].text"))
+        parts.append(string(part.get("text"), f"{where}[{j}].text"))
     return "\n".join(parts)
 
 
 def _tool_call(value: Any, where: str) -> pb.ToolCall:
-    call = _object(value, where)
+    call = obj(value, where)
     if call.get("type", "function") != "function":
         raise InvalidRequest(f"{where}.type", "must be 'function'")
-    function = _object(call.get("function"), f"{where}.function")
+    function = obj(call.get("function"), f"{where}.function")
     arguments = function.get("arguments", "")
     return pb.ToolCall(
-        id=_str(call.get("id", ""), f"{where}.id"),
-        name=_str(function.get("name", ""), f"{where}.function.name"),
-        arguments=_str(arguments, f"{where}.function.arguments"),
+        id=string(call.get("id", ""), f"{where}.id"),
+        name=string(function.get("name", ""), f"{where}.function.name"),
+        arguments=string(arguments, f"{where}.function.arguments"),
     )
 
 
 def _message(value: Any, index: int) -> pb.Message:
     where = f"messages[{index}]"
-    message = _object(value, where)
+    message = obj(value, where)
     role = message.get("role")
     if role not in _ROLES:
         raise InvalidRequest(
@@ -161,25 +122,25 @@ def _message(value: Any, index: int) -> pb.Message:
         content=_content(message.get("content"), f"{where}.content"),
         tool_calls=[
             _tool_call(c, f"{where}.tool_calls[{j}]")
-            for j, c in enumerate(_list(calls, f"{where}.tool_calls"))
+            for j, c in enumerate(array(calls, f"{where}.tool_calls"))
         ],
-        tool_call_id=_str(message.get("tool_call_id", ""), f"{where}.tool_call_id"),
-        name=_str(message.get("name", ""), f"{where}.name"),
+        tool_call_id=string(message.get("tool_call_id", ""), f"{where}.tool_call_id"),
+        name=string(message.get("name", ""), f"{where}.name"),
     )
 
 
 def _tool(value: Any, index: int) -> pb.Tool:
     where = f"tools[{index}]"
-    tool = _object(value, where)
+    tool = obj(value, where)
     if tool.get("type") != "function":
         raise InvalidRequest(f"{where}.type", "must be 'function'")
-    function = _object(tool.get("function"), f"{where}.function")
+    function = obj(tool.get("function"), f"{where}.function")
     parameters = function.get("parameters")
     if parameters is not None:
-        _object(parameters, f"{where}.function.parameters")
+        obj(parameters, f"{where}.function.parameters")
     return pb.Tool(
-        name=_str(function.get("name", ""), f"{where}.function.name"),
-        description=_str(function.get("description", ""), f"{where}.function.description"),
+        name=string(function.get("name", ""), f"{where}.function.name"),
+        description=string(function.get("description", ""), f"{where}.function.description"),
         parameters_json=json.dumps(parameters) if parameters is not None else "",
     )
 
@@ -189,18 +150,18 @@ def _tool_choice(value: Any) -> str:
         if value not in ("auto", "none", "required"):
             raise InvalidRequest("tool_choice", "must be 'auto', 'none', 'required' or an object")
         return value
-    choice = _object(value, "tool_choice")
+    choice = obj(value, "tool_choice")
     if choice.get("type") != "function":
         raise InvalidRequest("tool_choice.type", "must be 'function'")
-    function = _object(choice.get("function"), "tool_choice.function")
-    name = _str(function.get("name"), "tool_choice.function.name")
+    function = obj(choice.get("function"), "tool_choice.function")
+    name = string(function.get("name"), "tool_choice.function.name")
     if not name:
         raise InvalidRequest("tool_choice.function.name", "is required")
     return name
 
 
 def _response_format(value: Any) -> pb.ResponseFormat:
-    fmt = _object(value, "response_format")
+    fmt = obj(value, "response_format")
     kind = fmt.get("type")
     if kind not in _FORMATS:
         raise InvalidRequest(
@@ -208,14 +169,14 @@ def _response_format(value: Any) -> pb.ResponseFormat:
         )
     if kind != "json_schema":
         return pb.ResponseFormat(type=_FORMATS[kind])
-    spec = _object(fmt.get("json_schema"), "response_format.json_schema")
-    name = _str(spec.get("name", ""), "response_format.json_schema.name")
+    spec = obj(fmt.get("json_schema"), "response_format.json_schema")
+    name = string(spec.get("name", ""), "response_format.json_schema.name")
     if not name:
         raise InvalidRequest("response_format.json_schema.name", "is required")
-    schema = _object(spec.get("schema", {}), "response_format.json_schema.schema")
+    schema = obj(spec.get("schema", {}), "response_format.json_schema.schema")
     strict = spec.get("strict")
     if strict is not None:
-        strict = _bool(strict, "response_format.json_schema.strict")
+        strict = boolean(strict, "response_format.json_schema.strict")
     return pb.ResponseFormat(
         type=pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
         schema_name=name,
@@ -224,108 +185,49 @@ def _response_format(value: Any) -> pb.ResponseFormat:
     )
 
 
-def _enum_value(value: Any, enum: Any, prefix: str, where: str) -> int:
-    name = _str(value, where).strip().upper()
-    try:
-        number = int(enum.Value(prefix + name))
-    except ValueError:
-        known = ", ".join(n.removeprefix(prefix).lower() for n in enum.keys()[1:])
-        raise InvalidRequest(where, f"must be one of: {known}") from None
-    if number == 0:
-        raise InvalidRequest(where, f"must be one of the named values, not {name.lower()!r}")
-    return number
-
-
-def _labels(value: Any, where: str) -> dict[str, str]:
-    labels = _object(value, where)
-    return {key: _str(item, f"{where}.{key}") for key, item in labels.items()}
-
-
-def _header_labels(text: str) -> dict[str, str]:
-    labels: dict[str, str] = {}
-    for item in text.split(","):
-        key, sep, value = item.strip().partition("=")
-        if not sep or not key.strip():
-            raise InvalidRequest(HEADER_LABELS, "must be 'key=value' pairs separated by commas")
-        labels[key.strip()] = value.strip()
-    return labels
-
-
-def _celgate_inputs(body: Mapping[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:
-    """celgate's own inputs from the `celgate` body member (the OpenAI SDKs' `extra_body`) or
-    `x-celgate-*` headers. Where both set one, they must agree."""
-    extra = _object(body.get("celgate", {}), "celgate")
-    unknown = sorted(set(extra) - {"task_type", "classification", "labels"})
-    if unknown:
-        raise InvalidRequest(f"celgate.{unknown[0]}", "is not a celgate input")
-    found: dict[str, Any] = {}
-    sources = (
-        ("task_type", HEADER_TASK_TYPE, policy_pb2.TaskType, "TASK_TYPE_"),
-        ("classification", HEADER_CLASSIFICATION, policy_pb2.Classification, "CLASSIFICATION_"),
-    )
-    for key, header, enum, prefix in sources:
-        values = []
-        if key in extra:
-            values.append(_enum_value(extra[key], enum, prefix, f"celgate.{key}"))
-        if header in headers:
-            values.append(_enum_value(headers[header], enum, prefix, header))
-        if len(set(values)) > 1:
-            raise InvalidRequest(f"celgate.{key}", f"disagrees with the {header} header")
-        if values:
-            found[key] = values[0]
-    labels = _header_labels(headers[HEADER_LABELS]) if HEADER_LABELS in headers else {}
-    if "labels" in extra:
-        for key, value in _labels(extra["labels"], "celgate.labels").items():
-            if labels.get(key, value) != value:
-                raise InvalidRequest(f"celgate.labels.{key}", "disagrees with x-celgate-labels")
-            labels[key] = value
-    found["labels"] = labels
-    return found
-
-
 def parse_chat(body: Any, headers: Mapping[str, str]) -> ChatCall:
     """Read a Chat Completions request (parsed JSON) and celgate's headers (lower-case names)."""
-    body = _object(body, "body")
+    body = obj(body, "body")
     unknown = sorted(set(body) - _KNOWN - _IGNORED)
     if unknown:
         raise InvalidRequest(unknown[0], "is not supported by celgate")
-    model = _str(body.get("model") or "", "model")
+    model = string(body.get("model") or "", "model")
     request = pb.ChatStreamRequest(
-        messages=[_message(m, i) for i, m in enumerate(_list(body.get("messages"), "messages"))],
+        messages=[_message(m, i) for i, m in enumerate(array(body.get("messages"), "messages"))],
         preferred_model="" if model == AUTO_MODEL else model,
     )
     if body.get("n") not in (None, 1):
         raise InvalidRequest("n", "celgate returns one choice: n must be 1")
     if body.get("tools") is not None:
-        request.tools.extend(_tool(t, i) for i, t in enumerate(_list(body["tools"], "tools")))
+        request.tools.extend(_tool(t, i) for i, t in enumerate(array(body["tools"], "tools")))
     if body.get("tool_choice") is not None:
         request.tool_choice = _tool_choice(body["tool_choice"])
     if body.get("response_format") is not None:
         request.response_format.CopyFrom(_response_format(body["response_format"]))
     if body.get("temperature") is not None:
-        request.temperature = _number(body["temperature"], "temperature")
+        request.temperature = number(body["temperature"], "temperature")
     if body.get("top_p") is not None:
-        request.top_p = _number(body["top_p"], "top_p")
+        request.top_p = number(body["top_p"], "top_p")
     # max_completion_tokens is the current name; max_tokens the deprecated one.
     for key in ("max_tokens", "max_completion_tokens"):
         if body.get(key) is not None:
-            request.max_tokens = _int(body[key], key)
+            request.max_tokens = integer(body[key], key)
     stop = body.get("stop")
     if stop is not None:
-        stops = [stop] if isinstance(stop, str) else _list(stop, "stop")
-        request.stop.extend(_str(s, f"stop[{i}]") for i, s in enumerate(stops))
-    inputs = _celgate_inputs(body, headers)
+        stops = [stop] if isinstance(stop, str) else array(stop, "stop")
+        request.stop.extend(string(s, f"stop[{i}]") for i, s in enumerate(stops))
+    inputs = celgate_inputs(body, headers)
     if "task_type" in inputs:
         request.task_type = inputs["task_type"]
     if "classification" in inputs:
         request.classification = inputs["classification"]
     request.labels.update(inputs["labels"])
-    stream = _bool(body.get("stream", False), "stream") if "stream" in body else False
+    stream = boolean(body.get("stream", False), "stream") if "stream" in body else False
     include_usage = False
     if body.get("stream_options") is not None:
-        options = _object(body["stream_options"], "stream_options")
+        options = obj(body["stream_options"], "stream_options")
         if "include_usage" in options:
-            include_usage = _bool(options["include_usage"], "stream_options.include_usage")
+            include_usage = boolean(options["include_usage"], "stream_options.include_usage")
     return ChatCall(request, model or AUTO_MODEL, stream, include_usage)
 
 
