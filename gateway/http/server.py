@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 import ssl
@@ -23,15 +24,10 @@ from gateway import errors
 from gateway.auth import Authenticator
 from gateway.config import Config
 from gateway.convert import GatewayRequest, to_gateway_request
-from gateway.http.chat_completions import (
-    ChatCall,
-    ChunkWriter,
-    completion_json,
-    parse_chat,
-    route_headers,
-)
+from gateway.http.chat_completions import ChatCall, route_headers
 from gateway.http.status import HttpError, http_error, protocol_error
 from gateway.http.tls import server_context
+from gateway.http.wire import ANTHROPIC, OPENAI, Wire, dumps
 from gateway.pipeline import Pipeline, deadline_from
 from gateway.providers.base import Chunk
 from gateway.service import status_code
@@ -41,7 +37,6 @@ from gateway.v1 import policy_pb2
 
 log = logging.getLogger(__name__)
 
-_DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 _JSON = "application/json"
 _DECISION = "x-celgate-decision-id"
 _TRACE_HEADERS = ("traceparent", "tracestate")
@@ -51,17 +46,11 @@ _LOCATIONS = {policy_pb2.LOCATION_ON_PREM: "on_prem", policy_pb2.LOCATION_CLOUD:
 def _json_response(
     status: int, body: Any, headers: Mapping[str, str] | None = None
 ) -> web.Response:
-    return web.Response(
-        status=status, body=_DUMPS(body).encode(), content_type=_JSON, headers=headers
-    )
+    return web.Response(status=status, body=dumps(body), content_type=_JSON, headers=headers)
 
 
 def _error_response(error: HttpError) -> web.Response:
     return _json_response(error.status, error.body, error.headers)
-
-
-def _sse(objects: list[dict[str, Any]]) -> bytes:
-    return b"".join(b"data: " + _DUMPS(o).encode() + b"\n\n" for o in objects)
 
 
 def _outcome(exc: BaseException) -> grpc.StatusCode:
@@ -96,8 +85,14 @@ class HttpApi:
         self.authenticator = authenticator
         self.telemetry = telemetry
 
-    def _tenant(self, request: web.Request) -> str:
+    def _tenant(self, request: web.Request, key_header: str | None = None) -> str:
         metadata = [("authorization", v) for v in request.headers.getall("Authorization", ())]
+        if key_header is not None:
+            # The same key, sent the way that wire format's SDKs send it. Both at once is two
+            # credentials: refused, as on gRPC.
+            metadata += [
+                ("authorization", f"Bearer {v}") for v in request.headers.getall(key_header, ())
+            ]
         return self.authenticator.authenticate(metadata, _auth_context(request))
 
     def _observe(self, method: str, request: web.Request, *, audited: bool = True) -> Observation:
@@ -122,56 +117,59 @@ class HttpApi:
         self,
         observation: Observation,
         run: Callable[[], Awaitable[web.StreamResponse]],
+        wire: Wire = OPENAI,
     ) -> web.StreamResponse:
         try:
             response = await run()
         except errors.GatewayError as error:
             log.info("request failed: %s (%s)", error.reason, status_code(error).name)
             observation.finish(status_code(error), error)
-            return _error_response(http_error(error, observation.decision_id))
+            return _error_response(wire.shape(http_error(error, observation.decision_id)))
         except BaseException as exc:
             observation.finish(_outcome(exc), exc)
             if isinstance(exc, Exception) and not isinstance(exc, ConnectionResetError):
                 # The type only: an exception's text may quote content.
                 log.error("HTTP request failed: %s", type(exc).__name__)
                 failure = errors.InternalError("internal error; the request may not have run")
-                return _error_response(http_error(failure, observation.decision_id))
+                return _error_response(wire.shape(http_error(failure, observation.decision_id)))
             raise
         observation.finish(grpc.StatusCode.OK)
         return response
 
-    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+    async def chat(self, request: web.Request, wire: Wire) -> web.StreamResponse:
+        """One chat in `wire`'s format: the same steps as the gRPC Chat and ChatStream."""
         try:
             body = await self._body(request)
         except _Refused as refused:
-            return _error_response(refused.error)
+            return _error_response(wire.shape(refused.error))
         streaming = isinstance(body, dict) and body.get("stream") is True
         observation = self._observe("ChatStream" if streaming else "Chat", request)
 
         async def run() -> web.StreamResponse:
-            tenant = self._tenant(request)
+            tenant = self._tenant(request, wire.key_header)
             observation.authenticated(tenant)
-            call = parse_chat(body, request.headers)
+            call = wire.parse(body, request.headers)
             req = to_gateway_request(
                 call.request, self.pipeline.config.limits, tenant=tenant, streaming=call.stream
             )
             deadline = deadline_from(None, self.pipeline.config.server.default_deadline_s)
             if call.stream:
-                return await self._stream(request, call, req, deadline, observation)
+                return await self._stream(request, wire, call, req, deadline, observation)
             result, route = await self.pipeline.chat(req, deadline, observation)
-            return _json_response(200, completion_json(result, route), route_headers(route))
+            return _json_response(200, wire.answer(result, route), route_headers(route))
 
-        return await self._guarded(observation, run)
+        return await self._guarded(observation, run, wire)
 
     async def _stream(
         self,
         request: web.Request,
+        wire: Wire,
         call: ChatCall,
         req: GatewayRequest,
         deadline: float,
         observation: Observation,
     ) -> web.StreamResponse:
-        writer = ChunkWriter(observation.decision_id, call.model, call.include_usage)
+        encoder = wire.encoder(observation.decision_id, call)
         # An async generator: closing it ends the upstream call and charges what was generated.
         pieces = cast(
             AsyncGenerator[tuple[Chunk, pb.RouteInfo | None], None],
@@ -191,16 +189,16 @@ class HttpApi:
             )
             await response.prepare(request)
             try:
-                await response.write(_sse(writer.chunks(*first)))
+                await response.write(encoder.encode(*first))
                 async for chunk, route in pieces:
-                    await response.write(_sse(writer.chunks(chunk, route)))
+                    await response.write(encoder.encode(chunk, route))
             except errors.GatewayError as error:
-                # Too late for a status: OpenAI's SDKs raise on an `error` event.
+                # Too late for a status: the SDKs raise on an error event.
                 observation.finish(status_code(error), error)
-                await response.write(_sse([http_error(error, observation.decision_id).body]))
+                await response.write(encoder.error(http_error(error, observation.decision_id)))
                 await response.write_eof()
                 return response
-            await response.write(b"data: [DONE]\n\n")
+            await response.write(encoder.done())
             await response.write_eof()
         return response
 
@@ -293,7 +291,8 @@ async def start_http(
     app = web.Application(
         client_max_size=config.server.max_message_bytes, middlewares=[_json_errors]
     )
-    app.router.add_post("/v1/chat/completions", api.chat_completions)
+    app.router.add_post("/v1/chat/completions", functools.partial(api.chat, wire=OPENAI))
+    app.router.add_post("/v1/messages", functools.partial(api.chat, wire=ANTHROPIC))
     app.router.add_get("/v1/models", api.models)
     runner = web.AppRunner(
         app,

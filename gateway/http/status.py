@@ -106,3 +106,29 @@ def protocol_error(
         "celgate": {"reason": code, "domain": DOMAIN, "metadata": {}},
     }
     return HttpError(status, body, {"x-should-retry": "false"})
+
+
+# Anthropic's error types by status (its SDKs pick the exception class from the status too:
+# 400 BadRequestError ... 429 RateLimitError, >= 500 InternalServerError).
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
+def anthropic_error(error: HttpError) -> HttpError:
+    """The same error in Anthropic's shape, `{"type": "error", "error": {type, message}}`;
+    celgate's member (reason, metadata, decision id) stays beside it."""
+    message = error.body["error"]["message"]
+    body = {
+        "type": "error",
+        "error": {"type": _ANTHROPIC_TYPES.get(error.status, "api_error"), "message": message},
+        "celgate": error.body["celgate"],
+    }
+    return HttpError(error.status, body, error.headers)
