@@ -192,6 +192,9 @@ class HttpApi:
                 await response.write(encoder.encode(*first))
                 async for chunk, route in pieces:
                     await response.write(encoder.encode(chunk, route))
+            except ConnectionResetError as gone:
+                observation.finish(grpc.StatusCode.CANCELLED, gone)
+                return response
             except errors.GatewayError as error:
                 # Too late for a status: the SDKs raise on an error event.
                 observation.finish(status_code(error), error)
@@ -298,6 +301,9 @@ async def start_http(
         app,
         access_log=None,  # the decision log and spans record requests, without content
         handle_signals=False,
+        # A caller that disconnects cancels its request, as on gRPC: the upstream call stops
+        # and what was generated is charged.
+        handler_cancellation=True,
         shutdown_timeout=config.server.grace_period_s,
     )
     await runner.setup()
