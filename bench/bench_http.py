@@ -83,8 +83,10 @@ async def run(pid: int, grpc_address: str, http_port: int, args: argparse.Namesp
         "unary": {"grpc": grpc_chat, "http": http_chat},
         "stream": {"grpc": grpc_stream, "http": http_stream},
     }
-    print(f"requests per round {args.requests}, concurrency {args.concurrency}, "
-          f"rounds {args.rounds}; gateway CPU per request (median of rounds)")
+    print(
+        f"requests per round {args.requests}, concurrency {args.concurrency}, "
+        f"rounds {args.rounds}; gateway CPU per request (median of rounds)"
+    )
     print(f"{'case':<8}{'grpc us':>10}{'http us':>10}{'http/grpc':>11}")
     for case, calls in cases.items():
         for call in calls.values():  # warm-up: connections, caches
