@@ -188,3 +188,28 @@ async def test_client_certificates_name_the_tenant(tls_gateway: tuple[Gateway, P
     # No certificate at all: the handshake itself fails.
     with pytest.raises(openai.APIConnectionError):
         await tls_client(gateway, pki).models.list()
+
+
+async def test_renewed_certificate_is_served_without_a_restart(tmp_path: Path) -> None:
+    write_pki(tmp_path)
+    data = {
+        "server": {"listen": "127.0.0.1:0", "tls": {"cert_file": "tls.crt", "key_file": "tls.key"}},
+        "http": {"listen": "127.0.0.1:0"},
+        "auth": {"mode": "api_key", "api_keys": [{"tenant": "t", "sha256": hash_key(KEY)}]},
+        "models": {"local": ollama_model("http://127.0.0.1:9")},
+        "default_model": "local",
+        "policy": {"dir": str(TEST_POLICY), "watch": False},
+        "ledger": {"path": "ledger.db"},
+    }
+    async with running(parse_config(data, base_dir=tmp_path)) as gateway:
+        await tls_client(gateway, tmp_path, key=KEY).models.list()
+        # cert-manager renews: a new CA signs a new pair, written in place.
+        renewed = tmp_path / "renewed"
+        renewed.mkdir()
+        write_pki(renewed)
+        for name in ("tls.crt", "tls.key"):
+            (tmp_path / name).write_bytes((renewed / name).read_bytes())
+        models = await tls_client(gateway, renewed, key=KEY).models.list()
+        assert [m.id for m in models.data] == ["auto", "local"]
+        with pytest.raises(openai.APIConnectionError):
+            await tls_client(gateway, tmp_path, key=KEY).models.list()  # the old CA no longer
