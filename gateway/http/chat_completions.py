@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.chat import ChatResult, Chunk, Route, ToolCall, Usage
 from gateway.errors import InvalidRequest
 from gateway.http.fields import (
     array,
@@ -25,9 +26,7 @@ from gateway.http.fields import (
     obj,
     string,
 )
-from gateway.providers.base import ChatResult, Chunk, ToolCall, Usage
 from gateway.v1 import gateway_pb2 as pb
-from gateway.v1 import policy_pb2
 
 AUTO_MODEL = "auto"
 
@@ -44,7 +43,6 @@ _FORMATS = {
     "json_object": pb.RESPONSE_FORMAT_TYPE_JSON_OBJECT,
     "json_schema": pb.RESPONSE_FORMAT_TYPE_JSON_SCHEMA,
 }
-_LOCATIONS = {policy_pb2.LOCATION_ON_PREM: "on_prem", policy_pb2.LOCATION_CLOUD: "cloud"}
 
 # Accepted and ignored: they change nothing celgate or the upstream would do, and none is
 # forwarded upstream.
@@ -234,18 +232,16 @@ def parse_chat(body: Any, headers: Mapping[str, str]) -> ChatCall:
 # -- answers ------------------------------------------------------------------------------------
 
 
-def route_json(route: pb.RouteInfo) -> dict[str, Any]:
+def route_json(route: Route) -> dict[str, Any]:
     """The `celgate` member of an answer: which model answered, why, and at what cost."""
     return {
         "decision_id": route.decision_id,
         "model": route.model,
         "provider": route.provider,
         "upstream_model": route.upstream_model,
-        "location": _LOCATIONS.get(route.location, ""),
+        "location": route.location,
         "rule": route.rule,
-        "classification": policy_pb2.Classification.Name(route.classification).removeprefix(
-            "CLASSIFICATION_"
-        ),
+        "classification": route.classification.name,
         "cost_usd": route.cost_usd,
         "policy_name": route.policy_name,
         "policy_revision": route.policy_revision,
@@ -254,7 +250,7 @@ def route_json(route: pb.RouteInfo) -> dict[str, Any]:
     }
 
 
-def route_headers(route: pb.RouteInfo) -> dict[str, str]:
+def route_headers(route: Route) -> dict[str, str]:
     return {
         "x-celgate-decision-id": route.decision_id,
         "x-celgate-model": route.model,
@@ -287,7 +283,7 @@ def _tool_calls_json(calls: tuple[ToolCall, ...], *, indexed: bool) -> list[dict
     return out
 
 
-def completion_json(result: ChatResult, route: pb.RouteInfo) -> dict[str, Any]:
+def completion_json(result: ChatResult, route: Route) -> dict[str, Any]:
     message: dict[str, Any] = {
         "role": "assistant",
         "content": result.content if result.content or not result.tool_calls else None,
@@ -335,7 +331,7 @@ class ChunkWriter:
             **extra,
         }
 
-    def chunks(self, chunk: Chunk, route: pb.RouteInfo | None) -> list[dict[str, Any]]:
+    def chunks(self, chunk: Chunk, route: Route | None) -> list[dict[str, Any]]:
         delta: dict[str, Any] = {}
         if self._first:
             delta["role"] = "assistant"

@@ -13,10 +13,10 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from gateway.chat import ChatResult, Chunk, Route, ToolCall, Usage
 from gateway.errors import InvalidRequest
 from gateway.http.chat_completions import AUTO_MODEL, ChatCall, route_json
 from gateway.http.fields import array, boolean, celgate_inputs, integer, number, obj, string
-from gateway.providers.base import ChatResult, Chunk, ToolCall, Usage
 from gateway.v1 import gateway_pb2 as pb
 
 _STOP = {
@@ -192,7 +192,7 @@ def _tool_use(call: ToolCall) -> dict[str, Any]:
     return {"type": "tool_use", "id": call.id, "name": call.name, "input": arguments}
 
 
-def message_json(result: ChatResult, route: pb.RouteInfo) -> dict[str, Any]:
+def message_json(result: ChatResult, route: Route) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     if result.content:
         content.append({"type": "text", "text": result.content})
@@ -242,7 +242,7 @@ class EventWriter:
         self._text_open = False
         return [("content_block_stop", {"type": "content_block_stop", "index": self._block})]
 
-    def events(self, chunk: Chunk, route: pb.RouteInfo | None) -> list[tuple[str, dict[str, Any]]]:
+    def events(self, chunk: Chunk, route: Route | None) -> list[tuple[str, dict[str, Any]]]:
         out = [] if self._started else self._start()
         if chunk.content_delta:
             if not self._text_open:

@@ -13,26 +13,26 @@ import functools
 import json
 import logging
 import ssl
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import grpc
 from aiohttp import web
 
 from gateway import errors
 from gateway.auth import Authenticator
-from gateway.config import Config
-from gateway.convert import GatewayRequest, to_gateway_request
+from gateway.chat import ChatRequest
+from gateway.config import Config, LimitsConfig
+from gateway.convert import to_chat_request
 from gateway.http.chat_completions import ChatCall, route_headers
-from gateway.http.status import HttpError, http_error, protocol_error
+from gateway.http.status import HttpError, http_error, protocol_error, status_of
 from gateway.http.tls import server_context
 from gateway.http.wire import ANTHROPIC, OPENAI, Wire, dumps
+from gateway.outcome import Call, Ending, Progress
 from gateway.pipeline import Pipeline, deadline_from
-from gateway.providers.base import Chunk
 from gateway.service import status_code
-from gateway.telemetry import Observation, Telemetry
-from gateway.v1 import gateway_pb2 as pb
+from gateway.telemetry import Telemetry
 from gateway.v1 import policy_pb2
 
 log = logging.getLogger(__name__)
@@ -59,6 +59,33 @@ def _outcome(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
+class _Tracked:
+    """One HTTP request's `Progress`, whose outcome goes to telemetry exactly once. Its status is
+    the canonical (gRPC) code of the same outcome, so the decision log reads the same whichever
+    surface a request came through."""
+
+    def __init__(self, telemetry: Telemetry, call: Call) -> None:
+        self.progress = Progress(call)
+        self._telemetry = telemetry
+        self._done = False
+
+    @property
+    def decision_id(self) -> str:
+        return self.progress.call.decision_id
+
+    def finish(
+        self, code: grpc.StatusCode, error: BaseException | None = None, *, fault: bool = False
+    ) -> None:
+        if self._done:
+            return
+        self._done = True
+        ending = Ending(code.name, code.value[0], fault, error)
+        self._telemetry.record(self.progress.outcome(ending))
+
+    def refused(self, error: errors.GatewayError) -> None:
+        self.finish(status_code(error), error, fault=status_of(error)[0] >= 500)
+
+
 def _auth_context(request: web.Request) -> dict[str, list[bytes]]:
     """The verified client certificate's names, under the keys gRPC's auth context uses, so
     one Authenticator serves both surfaces."""
@@ -79,11 +106,19 @@ class HttpApi:
     """The handlers. Stateless apart from the shared pipeline, authenticator and telemetry."""
 
     def __init__(
-        self, pipeline: Pipeline, authenticator: Authenticator, telemetry: Telemetry
+        self,
+        pipeline: Pipeline,
+        authenticator: Authenticator,
+        telemetry: Telemetry,
+        *,
+        limits: LimitsConfig,
+        default_deadline_s: float,
     ) -> None:
         self.pipeline = pipeline
         self.authenticator = authenticator
         self.telemetry = telemetry
+        self.limits = limits
+        self.default_deadline_s = default_deadline_s
 
     def _tenant(self, request: web.Request, key_header: str | None = None) -> str:
         metadata = [("authorization", v) for v in request.headers.getall("Authorization", ())]
@@ -95,10 +130,13 @@ class HttpApi:
             ]
         return self.authenticator.authenticate(metadata, _auth_context(request))
 
-    def _observe(self, method: str, request: web.Request, *, audited: bool = True) -> Observation:
+    def _observe(
+        self, method: str, request: web.Request, service: str, *, audited: bool = True
+    ) -> _Tracked:
         # W3C trace context, as gRPC metadata carries it: the caller's trace continues.
-        carrier = [(k, request.headers[k]) for k in _TRACE_HEADERS if k in request.headers]
-        return self.telemetry.observe(method, carrier, audited=audited)
+        carrier = {k: request.headers[k] for k in _TRACE_HEADERS if k in request.headers}
+        call = Call.start(method, service=service, system="http", carrier=carrier, audited=audited)
+        return _Tracked(self.telemetry, call)
 
     async def _body(self, request: web.Request) -> Any:
         try:
@@ -115,7 +153,7 @@ class HttpApi:
 
     async def _guarded(
         self,
-        observation: Observation,
+        observation: _Tracked,
         run: Callable[[], Awaitable[web.StreamResponse]],
         wire: Wire = OPENAI,
     ) -> web.StreamResponse:
@@ -123,10 +161,11 @@ class HttpApi:
             response = await run()
         except errors.GatewayError as error:
             log.info("request failed: %s (%s)", error.reason, status_code(error).name)
-            observation.finish(status_code(error), error)
+            observation.refused(error)
             return _error_response(wire.shape(http_error(error, observation.decision_id)))
         except BaseException as exc:
-            observation.finish(_outcome(exc), exc)
+            code = _outcome(exc)
+            observation.finish(code, exc, fault=code == grpc.StatusCode.UNKNOWN)
             if isinstance(exc, Exception) and not isinstance(exc, ConnectionResetError):
                 # The type only: an exception's text may quote content.
                 log.error("HTTP request failed: %s", type(exc).__name__)
@@ -143,19 +182,17 @@ class HttpApi:
         except _Refused as refused:
             return _error_response(wire.shape(refused.error))
         streaming = isinstance(body, dict) and body.get("stream") is True
-        observation = self._observe("ChatStream" if streaming else "Chat", request)
+        observation = self._observe("ChatStream" if streaming else "Chat", request, wire.service)
 
         async def run() -> web.StreamResponse:
             tenant = self._tenant(request, wire.key_header)
-            observation.authenticated(tenant)
+            observation.progress.tenant = tenant
             call = wire.parse(body, request.headers)
-            req = to_gateway_request(
-                call.request, self.pipeline.config.limits, tenant=tenant, streaming=call.stream
-            )
-            deadline = deadline_from(None, self.pipeline.config.server.default_deadline_s)
+            req = to_chat_request(call.request, self.limits, tenant=tenant, streaming=call.stream)
+            deadline = deadline_from(None, self.default_deadline_s)
             if call.stream:
                 return await self._stream(request, wire, call, req, deadline, observation)
-            result, route = await self.pipeline.chat(req, deadline, observation)
+            result, route = await self.pipeline.chat(req, deadline, observation.progress)
             return _json_response(200, wire.answer(result, route), route_headers(route))
 
         return await self._guarded(observation, run, wire)
@@ -165,16 +202,13 @@ class HttpApi:
         request: web.Request,
         wire: Wire,
         call: ChatCall,
-        req: GatewayRequest,
+        req: ChatRequest,
         deadline: float,
-        observation: Observation,
+        observation: _Tracked,
     ) -> web.StreamResponse:
         encoder = wire.encoder(observation.decision_id, call)
         # An async generator: closing it ends the upstream call and charges what was generated.
-        pieces = cast(
-            AsyncGenerator[tuple[Chunk, pb.RouteInfo | None], None],
-            self.pipeline.stream(req, deadline, observation),
-        )
+        pieces = self.pipeline.stream(req, deadline, observation.progress)
         async with contextlib.aclosing(pieces):
             # Headers wait for the first piece: a refusal before it (policy, residency, budget,
             # rate limit, every model down) is then an ordinary HTTP error, as for `stream: false`.
@@ -197,7 +231,7 @@ class HttpApi:
                 return response
             except errors.GatewayError as error:
                 # Too late for a status: the SDKs raise on an error event.
-                observation.finish(status_code(error), error)
+                observation.refused(error)
                 await response.write(encoder.error(http_error(error, observation.decision_id)))
                 await response.write_eof()
                 return response
@@ -206,10 +240,10 @@ class HttpApi:
         return response
 
     async def models(self, request: web.Request) -> web.StreamResponse:
-        observation = self._observe("ListModels", request, audited=False)
+        observation = self._observe("ListModels", request, OPENAI.service, audited=False)
 
         async def run() -> web.StreamResponse:
-            observation.authenticated(self._tenant(request))
+            observation.progress.tenant = self._tenant(request)
             data = [
                 {
                     "id": "auto",
@@ -290,7 +324,13 @@ async def start_http(
     """Listen on `http.listen`, with TLS (and client certificates) exactly when the gRPC port
     has them. Raises OSError naming the field when the address cannot be bound."""
     assert config.http.listen is not None
-    api = HttpApi(pipeline, authenticator, telemetry)
+    api = HttpApi(
+        pipeline,
+        authenticator,
+        telemetry,
+        limits=config.limits,
+        default_deadline_s=config.server.default_deadline_s,
+    )
     app = web.Application(
         client_max_size=config.server.max_message_bytes, middlewares=[_json_errors]
     )

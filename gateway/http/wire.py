@@ -8,11 +8,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from gateway.chat import ChatResult, Chunk, Route
 from gateway.http import chat_completions, messages
 from gateway.http.chat_completions import ChatCall
 from gateway.http.status import HttpError, anthropic_error
-from gateway.providers.base import ChatResult, Chunk
-from gateway.v1 import gateway_pb2 as pb
 
 _DUMPS = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -22,7 +21,7 @@ def dumps(value: Any) -> bytes:
 
 
 class StreamEncoder(Protocol):
-    def encode(self, chunk: Chunk, route: pb.RouteInfo | None) -> bytes: ...
+    def encode(self, chunk: Chunk, route: Route | None) -> bytes: ...
 
     def done(self) -> bytes: ...
 
@@ -32,8 +31,10 @@ class StreamEncoder(Protocol):
 @dataclass(frozen=True, slots=True)
 class Wire:
     name: str
+    # The `service` of the request's Call: names its SERVER span (`{service}/Chat`).
+    service: str
     parse: Callable[[Any, Mapping[str, str]], ChatCall]
-    answer: Callable[[ChatResult, pb.RouteInfo], dict[str, Any]]
+    answer: Callable[[ChatResult, Route], dict[str, Any]]
     encoder: Callable[[str, ChatCall], StreamEncoder]
     shape: Callable[[HttpError], HttpError]
     # A header that carries the API key instead of `Authorization: Bearer` (Anthropic's SDKs
@@ -47,7 +48,7 @@ class _OpenAIStream:
     def __init__(self, decision_id: str, call: ChatCall) -> None:
         self._writer = chat_completions.ChunkWriter(decision_id, call.model, call.include_usage)
 
-    def encode(self, chunk: Chunk, route: pb.RouteInfo | None) -> bytes:
+    def encode(self, chunk: Chunk, route: Route | None) -> bytes:
         return b"".join(b"data: " + dumps(c) + b"\n\n" for c in self._writer.chunks(chunk, route))
 
     def done(self) -> bytes:
@@ -64,7 +65,7 @@ class _AnthropicStream:
     def __init__(self, decision_id: str, call: ChatCall) -> None:
         self._writer = messages.EventWriter(decision_id, call.model)
 
-    def encode(self, chunk: Chunk, route: pb.RouteInfo | None) -> bytes:
+    def encode(self, chunk: Chunk, route: Route | None) -> bytes:
         return b"".join(
             b"event: " + name.encode() + b"\ndata: " + dumps(data) + b"\n\n"
             for name, data in self._writer.events(chunk, route)
@@ -83,6 +84,7 @@ def _same(error: HttpError) -> HttpError:
 
 OPENAI = Wire(
     name="openai",
+    service="celgate.http.OpenAI",
     parse=chat_completions.parse_chat,
     answer=chat_completions.completion_json,
     encoder=_OpenAIStream,
@@ -90,6 +92,7 @@ OPENAI = Wire(
 )
 ANTHROPIC = Wire(
     name="anthropic",
+    service="celgate.http.Anthropic",
     parse=messages.parse_messages,
     answer=messages.message_json,
     encoder=_AnthropicStream,

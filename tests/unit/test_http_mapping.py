@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 
 from gateway import errors
+from gateway.chat import Chunk, Route, ToolCall, Usage
 from gateway.config import LimitsConfig
-from gateway.convert import to_gateway_request
+from gateway.convert import to_chat_request
 from gateway.http.chat_completions import ChunkWriter, parse_chat
 from gateway.http.messages import EventWriter, parse_messages
 from gateway.http.status import anthropic_error, http_error, status_of
-from gateway.providers.base import Chunk, ToolCall, Usage
+from gateway.levels import Level
 from gateway.v1 import gateway_pb2 as pb
 
 
@@ -98,7 +99,7 @@ def test_chat_request_mapping() -> None:
     assert request.task_type == 3  # TASK_TYPE_PLANNING
     assert call.stream and call.include_usage
     # The result goes through the gRPC surface's own translation.
-    plain = to_gateway_request(request, LimitsConfig(), tenant="t", streaming=True)
+    plain = to_chat_request(request, LimitsConfig(), tenant="t", streaming=True)
     assert plain.params.messages[0].role == "system" and plain.streaming
 
 
@@ -169,8 +170,21 @@ def test_anthropic_refuses_what_it_cannot_map() -> None:
     assert tool_result.value.field == "messages[0].content[0].type"
 
 
-def route() -> pb.RouteInfo:
-    return pb.RouteInfo(model="local", decision_id="d", rule="r", cost_usd=0.5)
+def route() -> Route:
+    return Route(
+        model="local",
+        provider="ollama",
+        upstream_model="llama3.1:8b",
+        location="on_prem",
+        rule="r",
+        classification=Level.PUBLIC,
+        cost_usd=0.5,
+        policy_name="p",
+        policy_revision="1",
+        decision_id="d",
+        attempts=1,
+        rerouted=False,
+    )
 
 
 def test_chunk_writer_sequence() -> None:
