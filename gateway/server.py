@@ -102,7 +102,7 @@ class Gateway:
         self._stop_watch.set()
         grace = self.config.server.grace_period_s if grace is None else grace
         if self.http is not None:
-            await self.http.stop(grace)
+            await self.http.stop()
         await self.server.stop(grace)
         if self.health_server is not None:
             await self.health_server.stop(0)

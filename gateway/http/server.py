@@ -1,8 +1,10 @@
-"""The OpenAI-compatible HTTP listener (aiohttp, on the gateway's event loop).
+"""The HTTP listener (aiohttp, on the gateway's event loop): OpenAI's Chat Completions and
+Anthropic's Messages formats (docs/http.md).
 
 Protocol mapping only: each handler authenticates with the gRPC surface's `Authenticator`,
-maps JSON to the API's request (chat_completions.py), runs the one `Pipeline` with the same
-telemetry, and maps the answer or the error (status.py) back to OpenAI's wire format.
+maps JSON to the API's request (wire.py), converts and validates it with the gRPC surface's
+own `convert.to_chat_request`, runs the one `Pipeline`, maps the answer or the error
+(status.py) back to the wire format, and hands the request's one `Outcome` to telemetry.
 """
 
 from __future__ import annotations
@@ -312,8 +314,8 @@ class HttpServer:
     runner: web.AppRunner
     port: int
 
-    async def stop(self, grace: float) -> None:
-        """Stop accepting, give in-flight requests `grace` seconds, then close."""
+    async def stop(self) -> None:
+        """Stop accepting, give in-flight requests up to server.grace_period_s, then close."""
         await self.runner.shutdown()
         await self.runner.cleanup()
 
@@ -342,7 +344,7 @@ async def start_http(
         access_log=None,  # the decision log and spans record requests, without content
         handle_signals=False,
         # A caller that disconnects cancels its request, as on gRPC: the upstream call stops
-        # and what was generated is charged.
+        # and its reservation is settled.
         handler_cancellation=True,
         shutdown_timeout=config.server.grace_period_s,
     )
