@@ -127,10 +127,14 @@ def main() -> None:
                 http={"listen": f"127.0.0.1:{free_port()}"},
                 audit={"decision_log": "off"},
             )
-            with GatewayProcess(data, Path(tmp), env={"CELGATE_LOG_LEVEL": "WARNING"}) as gw:
+            gw = GatewayProcess(data, Path(tmp), env={"CELGATE_LOG_LEVEL": "WARNING"})
+            try:
+                gw.start(timeout=120)  # a loaded machine starts slowly
                 assert gw.proc is not None
                 http_port = int(data["http"]["listen"].rpartition(":")[2])
                 asyncio.run(run(gw.proc.pid, gw.address, http_port, args))
+            finally:
+                gw.__exit__()
     finally:
         upstream.terminate()
         upstream.wait(10)
