@@ -102,13 +102,30 @@ class ServerConfig(_Strict):
 
     @property
     def is_loopback(self) -> bool:
-        host = self.listen.rpartition(":")[0].strip("[]")
-        if host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
+        return _is_loopback(self.listen)
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class HttpConfig(_Strict):
+    """The OpenAI-compatible HTTP API (docs/http.md). Unset `listen` (the default) opens no
+    HTTP port: an upgraded gateway does not start listening somewhere its operators have not
+    reviewed. TLS and authentication are the gRPC port's (`server.tls`, `auth`)."""
+
+    listen: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        return ServerConfig._host_port(value)
 
 
 class LimitsConfig(_Strict):
@@ -347,6 +364,7 @@ class TenantConfig(_Strict):
 
 class Config(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     tenants: dict[TenantName, TenantConfig] = Field(default_factory=dict)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
@@ -385,6 +403,16 @@ class Config(_Strict):
         if self.auth.mode == "none" and not self.server.is_loopback:
             raise ValueError(
                 f"auth.mode is 'none' but server.listen {self.server.listen!r} is not a loopback"
+                " address: anyone who can reach it would be let in. Set auth.mode to 'api_key'"
+                " or 'mtls', or listen on 127.0.0.1"
+            )
+        if (
+            self.auth.mode == "none"
+            and self.http.listen is not None
+            and not _is_loopback(self.http.listen)
+        ):
+            raise ValueError(
+                f"auth.mode is 'none' but http.listen {self.http.listen!r} is not a loopback"
                 " address: anyone who can reach it would be let in. Set auth.mode to 'api_key'"
                 " or 'mtls', or listen on 127.0.0.1"
             )

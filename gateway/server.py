@@ -26,6 +26,7 @@ from gateway.access import AccessReloader
 from gateway.auth import Authenticator, server_credentials
 from gateway.budget import open_ledger
 from gateway.config import Config
+from gateway.http.server import HttpServer, start_http
 from gateway.pipeline import Pipeline
 from gateway.policy import CompiledPolicy, PolicyError, PolicyStore
 from gateway.pricing import Pricing
@@ -56,6 +57,8 @@ class Gateway:
     health_server: grpc.aio.Server | None = None
     health_port: int = 0
     access: AccessReloader | None = None
+    # The OpenAI-compatible HTTP listener (`http.listen`), when configured.
+    http: HttpServer | None = None
     _stop_watch: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -84,7 +87,10 @@ class Gateway:
         """Drain: refuse new calls, let in-flight ones finish within the grace period."""
         await self.health.enter_graceful_shutdown()
         self._stop_watch.set()
-        await self.server.stop(self.config.server.grace_period_s if grace is None else grace)
+        grace = self.config.server.grace_period_s if grace is None else grace
+        if self.http is not None:
+            await self.http.stop()
+        await self.server.stop(grace)
         if self.health_server is not None:
             await self.health_server.stop(0)
         for task in self._tasks:
@@ -186,6 +192,12 @@ async def start(
     )
     gateway.health_server, gateway.health_port = health_server, health_port
     gateway.access = AccessReloader(config, config_path, authenticator, limiter)
+    if config.http.listen is not None:
+        try:
+            gateway.http = await start_http(config, pipeline, authenticator, telemetry)
+        except BaseException:
+            await gateway.stop(grace=0)
+            raise
 
     loop = asyncio.get_running_loop()
 

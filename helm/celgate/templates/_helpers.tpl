@@ -186,6 +186,10 @@ model's base_url passed through tpl. Returned as YAML.
 {{- if $telemetry -}}
 {{- $_ := set $cfg "telemetry" $telemetry -}}
 {{- end -}}
+{{- $_ := unset $cfg "http" -}}
+{{- if .Values.http.enabled -}}
+{{- $_ := set $cfg "http" (dict "listen" (printf "0.0.0.0:%d" (int .Values.http.containerPort))) -}}
+{{- end -}}
 {{- $auth := dict "mode" .Values.auth.mode -}}
 {{- if eq .Values.auth.mode "api_key" -}}
 {{- $_ := set $auth "api_keys_file" (printf "%s/%s" (include "celgate.paths.auth" .) .Values.auth.apiKeys.key) -}}
