@@ -17,7 +17,7 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -59,9 +59,14 @@ class DecisionRecord:
     attempts: tuple[Attempt, ...] = ()
     enforcement: str | None = None  # allowed, rerouted or denied
     cost_usd: float = 0.0
+    # True when the cost is (partly) an estimate: a stream that ended early, cancelled or
+    # broken, with no usage reported, is charged for what it relayed.
+    cost_estimated: bool = False
     latency_ms: float = 0.0
     status: str = "OK"  # the gRPC status code name
     reason: str | None = None  # the ErrorInfo reason when the request failed
+    # The promoted request labels, as the metrics carry them (telemetry.labels).
+    labels: Mapping[str, str] = field(default_factory=dict)
     # Format 2 (docs/policies.md, "Replay"): what the policy saw, the live route's first model
     # (None when refused), the answering call's token usage, the shadow policy's decision.
     policy_inputs: Mapping[str, Any] | None = None
@@ -94,9 +99,11 @@ class DecisionRecord:
             attempts=outcome.attempts,
             enforcement=outcome.enforcement,
             cost_usd=outcome.cost_usd,
+            cost_estimated=outcome.cost_estimated,
             latency_ms=round(outcome.duration_s * 1000, 3),
             status=outcome.status,
             reason=outcome.error,
+            labels=outcome.labels,
             policy_inputs=outcome.policy_inputs,
             route=outcome.route,
             usage=_usage(outcome.attempts),
@@ -136,9 +143,11 @@ class DecisionRecord:
             ],
             "enforcement": self.enforcement,
             "cost_usd": self.cost_usd,
+            "cost_estimated": self.cost_estimated,
             "latency_ms": self.latency_ms,
             "status": self.status,
             "reason": self.reason,
+            "labels": dict(self.labels),
             "policy_inputs": self.policy_inputs,
             "route": self.route,
             "usage": self.usage,
