@@ -85,7 +85,10 @@ def records(log: Path) -> dict[str, dict[str, Any]]:
 
 
 def stable(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if k not in VOLATILE}
+    kept = {k: v for k, v in record.items() if k not in VOLATILE}
+    if kept.get("policy_inputs"):  # the policy's evaluation time differs like `time`
+        kept["policy_inputs"] = {**kept["policy_inputs"], "now": None}
+    return kept
 
 
 async def grpc_refusal(
