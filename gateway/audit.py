@@ -16,8 +16,8 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -56,9 +56,14 @@ class DecisionRecord:
     attempts: tuple[Attempt, ...] = ()
     enforcement: str | None = None  # allowed, rerouted or denied
     cost_usd: float = 0.0
+    # True when the cost is (partly) an estimate: a stream that ended early, cancelled or
+    # broken, with no usage reported, is charged for what it relayed.
+    cost_estimated: bool = False
     latency_ms: float = 0.0
     status: str = "OK"  # the gRPC status code name
     reason: str | None = None  # the ErrorInfo reason when the request failed
+    # The promoted request labels, as the metrics carry them (telemetry.labels).
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, outcome: Outcome, trace_id: str | None) -> DecisionRecord:
@@ -84,9 +89,11 @@ class DecisionRecord:
             attempts=outcome.attempts,
             enforcement=outcome.enforcement,
             cost_usd=outcome.cost_usd,
+            cost_estimated=outcome.cost_estimated,
             latency_ms=round(outcome.duration_s * 1000, 3),
             status=outcome.status,
             reason=outcome.error,
+            labels=outcome.labels,
         )
 
     def to_json(self) -> str:
@@ -121,9 +128,11 @@ class DecisionRecord:
             ],
             "enforcement": self.enforcement,
             "cost_usd": self.cost_usd,
+            "cost_estimated": self.cost_estimated,
             "latency_ms": self.latency_ms,
             "status": self.status,
             "reason": self.reason,
+            "labels": dict(self.labels),
         }
         return _ENCODER.encode(line)
 

@@ -26,7 +26,9 @@ from gateway.config import Config
 from gateway.enforce import Dropped, Enforced, Verdict, enforce, judge
 from gateway.errors import InternalError, InvalidRequest, NoPolicy, PermissionDenied, Reason
 from gateway.inspect import Inspection, Inspector
+from gateway.labels import promoter_for
 from gateway.levels import Level
+from gateway.offload import Offloader
 from gateway.outcome import (
     ALLOWED,
     REROUTED,
@@ -34,6 +36,7 @@ from gateway.outcome import (
     InspectionFacts,
     PolicyFacts,
     Progress,
+    RequestFacts,
 )
 from gateway.policy import PolicyEvaluationError, PolicyStore
 from gateway.pricing import Pricing
@@ -94,12 +97,17 @@ class Pipeline:
         self.pricing = pricing
         self.settlements = Settlements()
         self.inspector = Inspector(config.inspection)
+        # Large inspections run off the event loop, bounded per tenant (invariant 7).
+        self.offloader = Offloader.from_config(config.limits)
+        # Which request labels reach telemetry and the decision log, bounded (gateway/labels.py).
+        self.labels = promoter_for(config)
         self._clock = clock
         self._catalogue: tuple[tuple[bool, ...], dict[str, policy_pb2.ModelInfo]] | None = None
 
     async def aclose(self) -> None:
         """Close the upstream clients, let pending settlements finish, close the stores."""
         await self.dispatcher.aclose()
+        self.offloader.close()
         await self.settlements.drain()
         await self.ledger.aclose()
         await self.limiter.aclose()
@@ -203,7 +211,11 @@ class Pipeline:
             raise InvalidRequest(
                 "preferred_model", f"unknown model {request.preferred_model!r}; known: {known}"
             )
-        inspection = self.inspect(request)
+        if request.labels:
+            progress.labels = self.labels.promote(request.labels)
+        inspection = await self.offloader.run(
+            request.tenant, request_chars(request.params), lambda: self.inspect(request)
+        )
         progress.inspection = InspectionFacts(
             classification=inspection.classification,
             declared=inspection.declared,
@@ -248,6 +260,12 @@ class Pipeline:
         if decision.max_output_tokens > 0:
             cap = decision.max_output_tokens
             params = dataclasses.replace(params, max_tokens=min(params.max_tokens or cap, cap))
+        if params.max_tokens is None:
+            # The cap the budget reserves for is the cap sent upstream (invariant 6).
+            params = dataclasses.replace(
+                params, max_tokens=self.config.limits.estimate_output_tokens
+            )
+        progress.request = _request_facts(params)
         return Plan(
             decision_id=progress.call.decision_id,
             request=request,
@@ -296,7 +314,9 @@ class Pipeline:
 
     async def route(self, request: ChatRequest, progress: Progress) -> tuple[Plan, Route]:
         """The dry run: the decision, and the model a call would go to now (the first
-        candidate the dispatcher would not skip) with its estimated cost."""
+        candidate the dispatcher would not skip) with its estimated cost. Rate limited by
+        the tenant's Route bucket, checked before the (possibly large) inspection."""
+        await self.limiter.check_route(request.tenant)
         plan = await self.plan(request, progress)
         model = next((m for m in plan.chain if self.dispatcher.healthy(m)), plan.chain[0])
         progress.routed = model
@@ -350,6 +370,19 @@ class Pipeline:
                 yield piece.chunk, route
 
 
+def _request_facts(params: ChatParams) -> RequestFacts:
+    response_format = params.response_format
+    return RequestFacts(
+        max_tokens=params.max_tokens,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        stop_sequences=len(params.stop),
+        output_type="json"
+        if response_format is not None and response_format.type != "text"
+        else "text",
+    )
+
+
 def _considered(progress: Progress, verdicts: list[Verdict]) -> None:
     """The policy's candidates in order, each with enforcement's refusal when refused."""
     progress.candidates = tuple(
@@ -371,6 +404,19 @@ def _enforced(progress: Progress, enforced: Enforced) -> None:
     )
     if substitutes:
         progress.candidates += substitutes
+
+
+def request_chars(params: ChatParams) -> int:
+    """The size of a request's text in characters (what inspection reads), cheaply: message
+    contents, tool calls and tool descriptions."""
+    size = 0
+    for message in params.messages:
+        size += len(message.content)
+        for call in message.tool_calls:
+            size += len(call.arguments)
+    for tool in params.tools:
+        size += len(tool.description)
+    return size
 
 
 def task_type_name(task_type: int) -> str:

@@ -11,7 +11,9 @@ from gateway.telemetry.names import (
     METRIC_ENFORCEMENT_BLOCKED,
     METRIC_OPERATION_DURATION,
     METRIC_POLICY_RELOAD_FAILURES,
+    METRIC_SERVER_CALL_DURATION,
     METRIC_TELEMETRY_DROPPED,
+    METRIC_TIME_TO_FIRST_CHUNK,
     METRIC_TOKEN_USAGE,
     OPERATION_DURATION_BUCKETS,
     TOKEN_USAGE_BUCKETS,
@@ -32,6 +34,18 @@ class Instruments:
             METRIC_OPERATION_DURATION,
             unit="s",
             description="Duration of each upstream model call",
+            explicit_bucket_boundaries_advisory=OPERATION_DURATION_BUCKETS,
+        )
+        self.time_to_first_chunk = meter.create_histogram(
+            METRIC_TIME_TO_FIRST_CHUNK,
+            unit="s",
+            description="Time from sending a streamed upstream request to its first chunk",
+            explicit_bucket_boundaries_advisory=OPERATION_DURATION_BUCKETS,
+        )
+        self.server_call_duration = meter.create_histogram(
+            METRIC_SERVER_CALL_DURATION,
+            unit="s",
+            description="Duration of each call to the gateway, as its SERVER span measures it",
             explicit_bucket_boundaries_advisory=OPERATION_DURATION_BUCKETS,
         )
         self.cost = meter.create_counter(

@@ -30,9 +30,11 @@ FIELDS = {
     "attempts",
     "enforcement",
     "cost_usd",
+    "cost_estimated",
     "latency_ms",
     "status",
     "reason",
+    "labels",
 }
 
 
