@@ -151,12 +151,21 @@ class LimitsConfig(_Strict):
     inspection_workers: int = Field(default=1, ge=1)
 
 
+class ShadowPolicyConfig(_Strict):
+    """A candidate policy evaluated beside the live one on every request, never obeyed."""
+
+    # Folder holding the candidate's policy.yaml (and tests.yaml); relative to the config file.
+    dir: Path
+
+
 class PolicyConfig(_Strict):
     # Policy folder holding policy.yaml and optionally tests.yaml (relative paths are
     # relative to the config file).
     dir: Path = Path("../policies/routing")
     # Watch the directory and hot-reload changed policies.
     watch: bool = True
+    # Optional shadow policy, watched and reloaded like the live one when `watch` is true.
+    shadow: ShadowPolicyConfig | None = None
 
 
 class DictionaryConfig(_Strict):

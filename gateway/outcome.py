@@ -16,12 +16,17 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from gateway.chat import Usage
 from gateway.clock import utc_now
 from gateway.errors import ENFORCEMENT_REASONS, GatewayError
 from gateway.levels import Level
 from gateway.providers.base import UpstreamError
+
+if TYPE_CHECKING:  # the policy package is above this module; only its types are needed
+    from gateway.policy.deferred import Deferred
+    from gateway.policy.shadow import PendingShadow, ShadowResult
 
 # Enforcement outcomes, as the decision log and the `celgate.enforcement` attribute name them.
 ALLOWED = "allowed"
@@ -198,6 +203,10 @@ class Outcome:
     # The request's promoted labels (telemetry.labels), values already bounded (gateway/labels.py).
     labels: Mapping[str, str] = field(default_factory=dict)
     request: RequestFacts | None = None
+    # What the policy saw, as the decision log records it for replay (policy/inputs.py).
+    policy_inputs: Mapping[str, Any] | None = None
+    route: str | None = None  # the first model of the enforced chain (None: refused)
+    shadow: ShadowResult | None = None  # the shadow policy's decision (policy/shadow.py)
 
     @property
     def calls(self) -> int:
@@ -223,6 +232,9 @@ class Progress:
     attempts: list[Attempt] = field(default_factory=list)
     labels: Mapping[str, str] = field(default_factory=dict)
     request: RequestFacts | None = None
+    policy_inputs: Deferred[Mapping[str, Any]] | None = None
+    route: str | None = None
+    shadow: PendingShadow | None = None
 
     def outcome(self, ending: Ending) -> Outcome:
         error = ending.error
@@ -259,4 +271,8 @@ class Progress:
             cost_estimated=any(a.cost_estimated for a in attempts),
             labels=self.labels,
             request=self.request,
+            policy_inputs=None if self.policy_inputs is None else self.policy_inputs.result(),
+            route=self.route,
+            # Scheduled when the policy decided; computed now only if it has not run yet.
+            shadow=None if self.shadow is None else self.shadow.result(),
         )

@@ -39,6 +39,10 @@ from gateway.outcome import (
     RequestFacts,
 )
 from gateway.policy import PolicyEvaluationError, PolicyStore
+from gateway.policy.deferred import Deferred
+from gateway.policy.inputs import encode as encode_inputs
+from gateway.policy.inputs import label_guard
+from gateway.policy.shadow import ShadowPolicy
 from gateway.pricing import Pricing
 from gateway.providers.dispatch import Dispatcher
 from gateway.ratelimit import TenantRateLimiter
@@ -88,6 +92,7 @@ class Pipeline:
         pricing: Pricing,
         *,
         clock: Clock = utc_now,
+        shadow: ShadowPolicy | None = None,
     ) -> None:
         self.config = config
         self.dispatcher = dispatcher
@@ -102,6 +107,9 @@ class Pipeline:
         # Which request labels reach telemetry and the decision log, bounded (gateway/labels.py).
         self.labels = promoter_for(config)
         self._clock = clock
+        # A candidate policy decided beside the live one and never obeyed (policy/shadow.py).
+        self.shadow = shadow
+        self._withhold = label_guard(self.inspector)
         self._catalogue: tuple[tuple[bool, ...], dict[str, policy_pb2.ModelInfo]] | None = None
 
     async def aclose(self) -> None:
@@ -236,6 +244,14 @@ class Pipeline:
         budget = await self.ledger.snapshot(request.tenant, request.labels, now)
         if budget.limited:
             progress.budget_utilization = budget.utilization
+        models = self.model_infos()
+        # Recorded for replay; encoded off the request's path (policy/deferred.py).
+        withhold = self._withhold
+        progress.policy_inputs = Deferred.schedule(
+            lambda: encode_inputs(context, budget, models, now, withhold=withhold)
+        )
+        if self.shadow is not None:
+            progress.shadow = self.shadow.defer(context, budget, models, now)
         decision, policy_name, revision = self.decide(context, budget, now)
         progress.policy = PolicyFacts(policy_name, revision, decision.rule)
         self.check_denied(decision, policy_name)
@@ -394,6 +410,7 @@ def _considered(progress: Progress, verdicts: list[Verdict]) -> None:
 
 def _enforced(progress: Progress, enforced: Enforced) -> None:
     progress.enforced = ALLOWED if enforced.rerouted_from is None else REROUTED
+    progress.route = enforced.chain[0]
     listed = {c.model for c in progress.candidates}
     substitutes = tuple(
         Candidate(

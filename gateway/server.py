@@ -29,6 +29,7 @@ from gateway.config import Config
 from gateway.http.server import HttpServer, start_http
 from gateway.pipeline import Pipeline
 from gateway.policy import CompiledPolicy, PolicyError, PolicyStore
+from gateway.policy.shadow import ShadowPolicy
 from gateway.pricing import Pricing
 from gateway.providers.dispatch import Dispatcher
 from gateway.ratelimit import TenantRateLimiter, open_rate_limiter
@@ -57,7 +58,7 @@ class Gateway:
     health_server: grpc.aio.Server | None = None
     health_port: int = 0
     access: AccessReloader | None = None
-    # The HTTP API listener (`http.listen`), when configured.
+    # The OpenAI-compatible HTTP listener (`http.listen`), when configured.
     http: HttpServer | None = None
     _stop_watch: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -162,7 +163,13 @@ async def start(
     pricing = Pricing.from_config(config)
     ledger = await open_ledger(config)
     limiter = open_rate_limiter(config)
-    pipeline = Pipeline(config, Dispatcher(config), policies, limiter, ledger, pricing)
+    shadow = None
+    if config.policy.shadow is not None:
+        shadow = ShadowPolicy(config.resolve(config.policy.shadow.dir), config, pricing)
+        shadow.load()
+    pipeline = Pipeline(
+        config, Dispatcher(config), policies, limiter, ledger, pricing, shadow=shadow
+    )
     authenticator = Authenticator.from_config(config)
     service = GatewayService(
         pipeline,
@@ -209,6 +216,8 @@ async def start(
     policies.on_change = on_policy_change
     if config.policy.watch:
         gateway._tasks.append(asyncio.create_task(policies.watch(gateway._stop_watch)))
+        if shadow is not None:
+            gateway._tasks.append(asyncio.create_task(shadow.watch(gateway._stop_watch)))
     if config.auth.api_keys_file is not None:
         keys_file = config.resolve(config.auth.api_keys_file)
         gateway._tasks.append(

@@ -82,6 +82,12 @@ COST_CURRENCY: Final = "USD"
 # gen_ai.usage.cost over spans never adds the total to the attempts it is made of.
 CELGATE_COST_TOTAL: Final = "celgate.cost.total"
 CELGATE_REQUEST_STOP_SEQUENCES: Final = "celgate.request.stop_sequences.count"
+# The shadow policy's decision beside the live one (docs/policies.md, "Shadow policy").
+CELGATE_SHADOW_MODEL: Final = "celgate.shadow.model"  # an alias, `refused` or `error`
+CELGATE_SHADOW_RULE: Final = "celgate.shadow.rule"
+CELGATE_SHADOW_REVISION: Final = "celgate.shadow.revision"
+CELGATE_SHADOW_ESTIMATED_COST: Final = "celgate.shadow.estimated_cost"  # USD it would reserve
+CELGATE_SHADOW_AGREEMENT: Final = "celgate.shadow.agreement"  # agree, disagree or error
 
 # The values of `celgate.enforcement` (defined with the outcome record).
 ENFORCEMENT_ALLOWED: Final = ALLOWED
@@ -100,6 +106,9 @@ METRIC_BUDGET_UTILIZATION: Final = "celgate.budget.utilization"
 METRIC_TELEMETRY_DROPPED: Final = "celgate.telemetry.dropped"
 METRIC_TIME_TO_FIRST_CHUNK: Final = "gen_ai.client.operation.time_to_first_chunk"
 METRIC_SERVER_CALL_DURATION: Final = "rpc.server.call.duration"
+METRIC_SHADOW_DECISIONS: Final = "celgate.shadow.decisions"
+# Its attributes: the live route's model, the shadow's, and whether they agree.
+SHADOW_AGREEMENT_KEYS: Final = (CELGATE_MODEL, CELGATE_SHADOW_MODEL, CELGATE_SHADOW_AGREEMENT)
 
 # The explicit bucket boundaries the GenAI semantic conventions advise.
 TOKEN_USAGE_BUCKETS: Sequence[float] = (

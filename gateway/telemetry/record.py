@@ -26,6 +26,7 @@ from opentelemetry.util.types import AttributeValue
 from gateway.audit import DecisionLog, DecisionRecord
 from gateway.config import ModelConfig
 from gateway.outcome import ALLOWED, Attempt, Outcome, RequestFacts
+from gateway.policy.shadow import REFUSED
 from gateway.telemetry.instruments import Instruments
 from gateway.telemetry.names import (
     CELGATE_CLASSIFICATION,
@@ -45,6 +46,11 @@ from gateway.telemetry.names import (
     CELGATE_POLICY_REVISION,
     CELGATE_POLICY_RULE,
     CELGATE_REQUEST_STOP_SEQUENCES,
+    CELGATE_SHADOW_AGREEMENT,
+    CELGATE_SHADOW_ESTIMATED_COST,
+    CELGATE_SHADOW_MODEL,
+    CELGATE_SHADOW_REVISION,
+    CELGATE_SHADOW_RULE,
     CELGATE_TASK_TYPE,
     CELGATE_TENANT,
     COST_CURRENCY,
@@ -320,6 +326,10 @@ class Recorder:
         tenant = outcome.tenant
         if outcome.budget_utilization is not None and tenant is not None:
             instruments.budget_utilization.set(outcome.budget_utilization, {CELGATE_TENANT: tenant})
+        shadow = outcome.shadow
+        if shadow is not None:
+            live = outcome.route if outcome.route is not None else REFUSED
+            instruments.shadow_decisions[(live, shadow.label, shadow.agreement(outcome.route))] += 1
         if outcome.call.audited and tenant is not None:
             if outcome.error is None:
                 result = outcome.enforcement or ALLOWED
@@ -353,6 +363,15 @@ class Recorder:
             attributes[CELGATE_COST_CURRENCY] = COST_CURRENCY
         if outcome.attempts:
             attributes[CELGATE_FALLBACK_ATTEMPT] = outcome.calls
+        shadow = outcome.shadow
+        if shadow is not None:
+            attributes[CELGATE_SHADOW_MODEL] = shadow.label
+            attributes[CELGATE_SHADOW_AGREEMENT] = shadow.agreement(outcome.route)
+            attributes[CELGATE_SHADOW_ESTIMATED_COST] = shadow.estimated_cost_usd
+            if shadow.rule is not None:
+                attributes[CELGATE_SHADOW_RULE] = shadow.rule
+            if shadow.revision is not None:
+                attributes[CELGATE_SHADOW_REVISION] = shadow.revision
         if outcome.error is not None:
             attributes[ERROR_TYPE] = outcome.error
             if outcome.fault:

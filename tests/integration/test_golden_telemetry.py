@@ -74,6 +74,8 @@ class Normalizer:
         line["decision_id"] = self.id("decision", line["decision_id"])
         line["trace_id"] = self.id("trace", line["trace_id"])
         line["time"] = "<time>"
+        if line.get("policy_inputs"):
+            line["policy_inputs"] = {**line["policy_inputs"], "now": "<time>"}
         line["latency_ms"] = "<ms>" if line["latency_ms"] > 0 else line["latency_ms"]
         line["attempts"] = [
             {**a, "duration_ms": "<ms>" if a["duration_ms"] > 0 else a["duration_ms"]}

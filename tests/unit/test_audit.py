@@ -35,6 +35,11 @@ FIELDS = {
     "status",
     "reason",
     "labels",
+    "policy_inputs",
+    "route",
+    "usage",
+    "shadow",
+    "version",
 }
 
 

@@ -178,10 +178,6 @@ model's base_url passed through tpl. Returned as YAML.
 {{- $_ := set $server "health_listen" (printf "0.0.0.0:%d" (int .Values.healthPort)) -}}
 {{- end -}}
 {{- $_ := set $cfg "server" $server -}}
-{{- $_ := unset $cfg "http" -}}
-{{- if .Values.http.enabled -}}
-{{- $_ := set $cfg "http" (dict "listen" (printf "0.0.0.0:%d" (int .Values.http.containerPort))) -}}
-{{- end -}}
 {{- $telemetry := deepCopy ($cfg.telemetry | default dict) -}}
 {{- $_ := unset $telemetry "prometheus" -}}
 {{- if .Values.telemetry.prometheus.enabled -}}
@@ -189,6 +185,10 @@ model's base_url passed through tpl. Returned as YAML.
 {{- end -}}
 {{- if $telemetry -}}
 {{- $_ := set $cfg "telemetry" $telemetry -}}
+{{- end -}}
+{{- $_ := unset $cfg "http" -}}
+{{- if .Values.http.enabled -}}
+{{- $_ := set $cfg "http" (dict "listen" (printf "0.0.0.0:%d" (int .Values.http.containerPort))) -}}
 {{- end -}}
 {{- $auth := dict "mode" .Values.auth.mode -}}
 {{- if eq .Values.auth.mode "api_key" -}}
