@@ -86,8 +86,9 @@ def records(log: Path) -> dict[str, dict[str, Any]]:
 
 def stable(record: dict[str, Any]) -> dict[str, Any]:
     kept = {k: v for k, v in record.items() if k not in VOLATILE}
-    if kept.get("policy_inputs"):  # the policy's evaluation time differs like `time`
-        kept["policy_inputs"] = {**kept["policy_inputs"], "now": None}
+    if isinstance(kept.get("policy_inputs"), dict):
+        # The policy's `now` is the request's own time.
+        kept["policy_inputs"] = {k: v for k, v in kept["policy_inputs"].items() if k != "now"}
     return kept
 
 
