@@ -16,16 +16,8 @@ from gateway.config import InspectionConfig
 from gateway.errors import InternalError
 from gateway.inspect import validators as v
 from gateway.inspect.detectors import BUILTINS, KINDS, SUBSUMED_BY
+from gateway.inspect.findings import Finding, Location  # noqa: F401  (re-exported)
 from gateway.levels import Level
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """A detector that found something: its id, the level it implies, how many times."""
-
-    detector: str
-    level: Level
-    count: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -275,7 +275,9 @@ def test_no_matched_value_in_findings_repr_or_logs(
     for value in [*SECRETS, CARD]:
         assert value not in rendered
     for finding in result.findings:
-        assert set(finding.__slots__) == {"detector", "level", "count"}
+        # Locations are offsets (never values) and stay out of the repr.
+        assert set(finding.__slots__) == {"detector", "level", "count", "locations"}
+        assert "locations" not in repr(finding)
 
 
 def test_validator_failure_fails_closed_without_the_value(
