@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from gateway.config import InspectionConfig
 from gateway.inspect import analysis, normalize
-from gateway.inspect.classification import Classifier, Finding
+from gateway.inspect.classification import Classifier
+from gateway.inspect.findings import Finding
 from gateway.levels import Level
 from gateway.providers.base import ChatParams
 
