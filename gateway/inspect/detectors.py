@@ -51,7 +51,7 @@ _LEAD = rb"(?:[^0-9A-Za-z_.\-]|[A-Za-z][_\-])"
 # Every card-scheme issuer prefix (checked in full by `v.payment_card`) starts with 2-6, or is
 # the old 15-digit JCB 1800: a run of other digits ("1 1 1 ...") gives no candidate. Groups are
 # separated by one dash or one or two spaces. The exact prefixes as a pattern scan slower.
-_CARD = _LEAD + rb"(?:18|[2-6])(?:(?:-| {1,2})?[0-9]){10,18}(?:[^0-9A-Za-z_.\-]|[.\-][^0-9])"
+_CARD = _LEAD + rb"(?:18|[2-6])(?:(?:-| {1,2})?[0-9]){11,18}(?:[^0-9A-Za-z_.\-]|[.\-][^0-9])"
 _SSN = (
     rb"(?:[^0-9A-Za-z\-]|[A-Za-z]-)(?:[0-9]{3}-[0-9]{2}-[0-9]{4}|[0-9]{3} [0-9]{2} [0-9]{4})"
     rb"[^0-9A-Za-z\-]"
@@ -87,7 +87,6 @@ _AWS_SECRET_NAMED = (
     rb"aws[_\-. ]?secret[_\-. ]?(?:access[_\-. ]?)?key[\"']?[ \t]{0,5}(?::=|=>|[:=])[ \t]{0,5}"
     rb"[\"']?[A-Za-z0-9/+]{40}[^A-Za-z0-9/+=]"
 )
-_AWS_SECRET_NEAR_ID = rb"[^A-Za-z0-9/+=][A-Za-z0-9/+]{40}[^A-Za-z0-9/+=]"
 _PEM = rb"-----BEGIN[A-Z0-9 ]{0,40} PRIVATE KEY(?: BLOCK)?-----"
 _SSH2 = rb"---- BEGIN SSH2 ENCRYPTED PRIVATE KEY ----"
 _PUTTY = rb"PuTTY-User-Key-File-[0-9]: "
@@ -135,11 +134,9 @@ _NETRC = (
     rb"(?:machine[ \t]+[^\s]{1,253}|default)[ \t\r\n]+login[ \t]+[^\s]{1,200}[ \t\r\n]+"
     rb"password[ \t]+[^\s]{1,200}\s"
 )
-# `host:port:database:user:password`, alone on its line.
-_PGPASS = (
-    rb"[\n ][A-Za-z0-9.\-*\[\]]{1,253}:(?:[0-9]{1,5}|\*):[^:\s]{1,63}:[^:\s]{1,63}"
-    rb":[^\s]{1,200}\r?\n"
-)
+# `host:port:database:user:password`, alone on its line; from the port's `:` on (the host is
+# checked by the validator: a long variable prefix is slow to scan).
+_PGPASS = rb"[A-Za-z0-9.\-*\]]:(?:[0-9]{1,5}|\*):[^:\s]{1,63}:[^:\s]{1,63}:[^\s]{1,200}\r?\n"
 
 # --- secrets stated by syntax -------------------------------------------------------------
 _SECRET_ASSIGNMENT = (
@@ -234,7 +231,7 @@ BUILTINS: tuple[Builtin, ...] = (
         caseless=True,
         som=False,
     ),
-    Builtin("secret.aws_secret_key", R, (_AWS_SECRET_NEAR_ID,), v.aws_secret_near_id),
+    Builtin("secret.aws_secret_key", R, (_AWS,), v.aws_secret_near_id),
     Builtin("secret.private_key", R, (_PEM, _SSH2), v.pem_private_key),
     Builtin("secret.private_key", R, (_PUTTY,), v.putty_private_key),
     Builtin("secret.jwt", R, (_JWT,), v.jwt, inner=v.JWT_CHARS),
@@ -296,7 +293,7 @@ BUILTINS: tuple[Builtin, ...] = (
         som=False,
     ),
     Builtin("secret.netrc", R, (_NETRC,), v.netrc, som=False),
-    Builtin("secret.pgpass", R, (_PGPASS,), v.pgpass, som=False),
+    Builtin("secret.pgpass", R, (_PGPASS,), v.pgpass, som=False, database=1),
     Builtin(
         "secret.assignment",
         R,

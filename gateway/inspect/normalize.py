@@ -197,6 +197,30 @@ def sub_remap(
     return "".join(pieces), Remap(tuple(edits))
 
 
+class LazySubRemap:
+    """The offsets map of `pattern.sub(replace, text)`, computed on first use (the decoded
+    text itself comes from `re.sub`, in C; the map is only needed to locate a finding)."""
+
+    __slots__ = ("_args", "_remap")
+
+    def __init__(
+        self, pattern: re.Pattern[str], text: str, replace: Callable[[re.Match[str]], str]
+    ) -> None:
+        self._args = (pattern, text, replace)
+        self._remap: Remap | None = None
+
+    def _get(self) -> Remap:
+        if self._remap is None:
+            self._remap = sub_remap(*self._args)[1]
+        return self._remap
+
+    def start(self, pos: int) -> int:
+        return self._get().start(pos)
+
+    def end(self, pos: int) -> int:
+        return self._get().end(pos)
+
+
 def request_text(params: ChatParams) -> str:
     """The conversation's text (names, contents, tool calls), normalized, for the token
     estimate."""

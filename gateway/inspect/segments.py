@@ -25,6 +25,7 @@ import bisect
 import html
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.inspect import normalize as n
@@ -34,7 +35,9 @@ _ESCAPE = re.compile(
     r"\\(?:u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}|u[0-9a-fA-F]{4}"
     r"|[\"\\/bfnrt])"
 )
-_PERCENT = re.compile(r"(?:%[0-9A-Fa-f]{2})+")
+# Starts with its literal so `re` finds candidates by a fast literal search (a leading group
+# made the search ~20x slower).
+_PERCENT = re.compile(r"%[0-9A-Fa-f]{2}(?:%[0-9A-Fa-f]{2})*")
 _ENTITY = re.compile(r"&(?:#[0-9]{1,7}|#[xX][0-9A-Fa-f]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});")
 _RLO_RUN = re.compile("\u202e([^\u202a-\u202e\u2066-\u2069\n]+)")
 _ESCAPE_LEVELS = 3
@@ -74,7 +77,7 @@ class Segment:
     start: int  # byte offsets of `text` in the buffer
     end: int
     # From `text` back to `source`, last transformation first; or a fixed span of `source`.
-    remaps: tuple[n.Remap | n.LazyRemap, ...] = ()
+    remaps: tuple[n.Remap | n.LazyRemap | n.LazySubRemap, ...] = ()
     whole: tuple[int, int] | None = None
     derived: bool = False
 
@@ -151,10 +154,14 @@ def direct(path: str, text: str) -> Segment:
     return Segment(path, text, normalized, 0, 0, remaps)
 
 
-def _decoded(path: str, text: str, pattern: re.Pattern[str], replace: object) -> Segment | None:
-    decoded, remap = n.sub_remap(pattern, text, replace)  # type: ignore[arg-type]
-    if not remap.edits:
+Replace = Callable[[re.Match[str]], str]
+
+
+def _decoded(path: str, text: str, pattern: re.Pattern[str], replace: Replace) -> Segment | None:
+    if pattern.search(text) is None:
         return None
+    decoded = pattern.sub(replace, text)
+    remap = n.LazySubRemap(pattern, text, replace)
     normalized = n.normalize(decoded)
     remaps = (n.LazyRemap(decoded), remap) if normalized is not decoded else (remap,)
     return Segment(path, text, normalized, 0, 0, remaps, derived=True)
@@ -164,13 +171,12 @@ def derived(path: str, text: str) -> list[Segment]:
     """Decoded views of a part; none for plain text (one `in` test per trigger)."""
     out: list[Segment] = []
     if "\\" in text:
-        current, chain = text, list[n.Remap | n.LazyRemap]()
+        current, chain = text, list[n.Remap | n.LazyRemap | n.LazySubRemap]()
         for _ in range(_ESCAPE_LEVELS):
-            decoded, remap = n.sub_remap(_ESCAPE, current, _unescape)
-            if not remap.edits:
+            if _ESCAPE.search(current) is None:
                 break
-            chain.insert(0, remap)
-            current = decoded
+            chain.insert(0, n.LazySubRemap(_ESCAPE, current, _unescape))
+            current = _ESCAPE.sub(_unescape, current)
             if "\\" not in current:
                 break
         if chain:
