@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 from gateway.providers.base import ChatParams
 
@@ -50,7 +50,7 @@ def _walk(value: Any, path: str, out: list[tuple[str, str]]) -> None:
         return
     if kind in _SCALAR_TYPES:
         return
-    names = _dataclass_fields(kind)
+    names = _dataclass_fields(cast(Hashable, kind))
     if names is not None:
         prefix = f"{path}." if path else ""
         for name in names:

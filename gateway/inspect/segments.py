@@ -96,7 +96,12 @@ class Segment:
 
 
 class ScanBuffer:
-    """Segments joined by `normalize.SEPARATOR` and padded by a newline on both sides."""
+    """Segments joined by one separator and padded by a newline on both sides.
+
+    The separator is a space between a segment ending in a digit and one starting with a digit
+    (a number split across two messages, `4111 1111` | `1111 1111`, reads as typed), and a
+    newline otherwise: rules that read the rest of a line (`password = x`, a .pgpass line)
+    must not see the next part as more of the same line."""
 
     def __init__(self) -> None:
         self.segments: list[Segment] = []
@@ -105,12 +110,11 @@ class ScanBuffer:
         self.data = b""
 
     def add(self, segment: Segment) -> None:
-        encoded_len = (
-            len(segment.text)
-            if segment.text.isascii()
-            else len(segment.text.encode("utf-8", "replace"))
-        )
+        text = segment.text
+        encoded_len = len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
         if self._pieces:
+            spaced = self._pieces[-1][-1:].isdigit() and text[:1].isdigit()
+            self._pieces.append(n.SEPARATOR if spaced else "\n")
             self._length += 1
         segment.start = self._length
         segment.end = self._length + encoded_len
@@ -119,7 +123,7 @@ class ScanBuffer:
         self._pieces.append(segment.text)
 
     def seal(self) -> bytes:
-        self.data = n.to_bytes(n.SEPARATOR.join(self._pieces))
+        self.data = n.to_bytes("".join(self._pieces))
         self._starts = [s.start for s in self.segments]
         return self.data
 

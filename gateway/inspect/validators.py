@@ -284,10 +284,16 @@ _ATTRIBUTION = (
 _ATTRIBUTION_WORD = re.compile(b"|".join(re.escape(word) for word in _ATTRIBUTION))
 _BY_NAME = re.compile(rb"(?i:\bby)[ \t]+[A-Z][\w.'\-]*(?:[ \t,]+[A-Z][\w.'\-]*){0,3}[ \t]*[(<]\Z")
 # "Jane Roe <jane@...>" or "Email: <jane@...>" as the whole of a (comment) line's start.
+_NAME = rb"[A-Z][\w.'\-]*(?:[ \t]+[A-Z][\w.'\-]*){0,3}[ \t]*"
 _HEADER_LINE = re.compile(
-    rb"[ \t]*(?:#+|//|/?\*+|;+|--|\.\.)?[ \t]*(?:(?i:e-?mail|mailto)[ \t]*:[ \t]*)?"
-    rb"(?:[A-Z][\w.'\-]*(?:[ \t]+[A-Z][\w.'\-]*){0,3}[ \t]*)?[<(]?\Z"
+    # On a comment line: an address, "Email: address" or "Jane Roe <address>".
+    rb"[ \t]*(?:#+|//|/?\*+|;+|--|\.\.)[ \t]*(?:(?i:e-?mail|mailto)[ \t]*:[ \t]*)?"
+    rb"(?:" + _NAME + rb")?[<(]?\Z"
+    # On a line of its own: "Jane Roe <address>" (an AUTHORS file, a changelog trailer).
+    rb"|[ \t]*" + _NAME + rb"[<(]\Z"
 )
+# What may follow the address on a header line: a closing bracket, a comma, a date.
+_HEADER_TAIL = re.compile(rb"[>),]?[ \t,]*(?:[^@\n]{0,40})\n")
 
 
 def email_kind(data: bytes, start: int, end: int) -> str | None:
@@ -299,7 +305,8 @@ def email_kind(data: bytes, start: int, end: int) -> str | None:
         return EMAIL_ATTRIBUTION
     if data.find(b"by", line_start, start) >= 0 and _BY_NAME.search(data, line_start, start):
         return EMAIL_ATTRIBUTION
-    if _HEADER_LINE.match(data, line_start, start) is not None:
+    header = _HEADER_LINE.match(data, line_start, start) is not None
+    if header and _HEADER_TAIL.match(data, end - 1) is not None:
         return EMAIL_ATTRIBUTION
     return EMAIL
 
