@@ -72,7 +72,9 @@ class Engine:
         user = body + " Contact jane.roe@acme-corp.io or +44 20 7946 0018 about server 10.20.30.40."
         return self.params(
             messages=(
-                self.message(role="system", content="You are a careful assistant for the ops team."),
+                self.message(
+                    role="system", content="You are a careful assistant for the ops team."
+                ),
                 self.message(role="user", content=user),
             )
         )
@@ -91,7 +93,9 @@ def sample(engine: Engine, params: Any, count: int) -> list[int]:
     return out
 
 
-def measure(engines: list[Engine], make: str, arg: Any, seconds: float) -> list[tuple[float, float]]:
+def measure(
+    engines: list[Engine], make: str, arg: Any, seconds: float
+) -> list[tuple[float, float]]:
     """Alternate the engines in small batches for `seconds`; (p50, p99) in us for each."""
     inputs = [getattr(e, make)(arg) for e in engines]
     for engine, params in zip(engines, inputs, strict=True):
@@ -126,7 +130,9 @@ def main() -> None:
             for e, (p50, p99) in zip(engines, figures, strict=True)
         )
         ratio = (
-            f"  current/previous p50 {figures[-1][0] / figures[0][0]:.2f}x" if len(engines) > 1 else ""
+            f"  current/previous p50 {figures[-1][0] / figures[0][0]:.2f}x"
+            if len(engines) > 1
+            else ""
         )
         print(f"{label:>7} prompt: {row}{ratio}")
     print("pathological inputs, current engine (us per KB should stay flat as size doubles):")
