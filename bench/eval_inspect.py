@@ -148,7 +148,7 @@ def code_chunks(*, test_suites: bool) -> list[Chunk]:
     """2 KB chunks of the interpreter's standard library (.py files), with or without its
     test suites."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    out = []
+    out: list[Chunk] = []
     for path in sorted(root.rglob("*.py")):
         parts = set(path.relative_to(root).parts)
         if "site-packages" in parts or bool(parts & _TEST_DIRS) != test_suites:
@@ -173,7 +173,7 @@ def prose_chunks(*, examples: bool = False) -> list[Chunk]:
     roots |= {Path(sys.base_prefix, "lib", f"python{sys.version_info[0]}.{sys.version_info[1]}",
                    "site-packages").resolve()}  # fmt: skip
     seen: set[Path] = set()
-    out = []
+    out: list[Chunk] = []
     for root in sorted(r for r in roots if r.is_dir()):
         files = [*root.glob("*.dist-info/METADATA"), *root.rglob("*.md"), *root.rglob("*.rst")]
         for path in sorted(files):
@@ -227,9 +227,8 @@ def report_false_positives(inspector: Inspector, examples: int) -> bool:
     ok = True
     print()
     print("false positives on text built now from files on this machine (2 KB chunks):")
-    print(
-        f"{'corpus':<36} {'chunks':>7} {'>=CONF':>7} {'rate':>7} {'RESTR':>6} {'non-literal':>11}  target"
-    )
+    header = f"{'corpus':<36} {'chunks':>7} {'>=CONF':>7} {'rate':>7} {'RESTR':>6}"
+    print(f"{header} {'non-literal':>11}  target")
     corpora = (
         ("stdlib library modules (code)", code_chunks(test_suites=False), CODE_TARGET, True),
         ("stdlib test suites (code)", code_chunks(test_suites=True), CODE_TARGET, False),

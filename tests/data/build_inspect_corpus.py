@@ -15,11 +15,12 @@ import json
 import random
 import string
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.data.egress_cases import ALSO, NON_LITERALS, NOT_FOUND, SCOPE, SECRETS, crc_token  # noqa: E402
+from tests.data.egress_cases import ALSO, NON_LITERALS, NOT_FOUND, SCOPE, SECRETS, crc_token
 
 rng = random.Random(20240604)
 ALNUM = string.ascii_letters + string.digits
@@ -71,7 +72,12 @@ def group(number: str, sizes: list[int], sep: str) -> str:
 
 
 def cards() -> list[str]:
-    values = ["4111111111111111", "5555555555554444", "378282246310005", "6011111111111117"]
+    values: list[str] = [
+        "4111111111111111",
+        "5555555555554444",
+        "378282246310005",
+        "6011111111111117",
+    ]
     brands = [("4", 16), ("51", 16), ("55", 16), ("2221", 16), ("34", 15), ("37", 15),
               ("6011", 16), ("3530", 16), ("4", 13), ("62", 19),
               # Maestro 12-digit, the old 15-digit JCB ranges, JCB 35xx as card generators make them.
@@ -158,7 +164,7 @@ def ssns() -> list[str]:
 def ninos() -> list[str]:
     first = [c for c in string.ascii_uppercase if c not in "DFIQUV"]
     second = [c for c in string.ascii_uppercase if c not in "DFIOQUV"]
-    values = []
+    values: list[str] = []
     while len(values) < 24:
         prefix = rng.choice(first) + rng.choice(second)
         if prefix in {"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"}:
@@ -273,7 +279,7 @@ TOKEN_CONTEXTS = ["export {k}={v}\n", "Here is the key: {v} (do not share)", '{{
 def tokens() -> list[tuple[str, dict[str, int]]]:
     """Several made-up tokens per opaque-key format, in prose, env, JSON and shell contexts."""
     b62 = string.ascii_letters + string.digits
-    makers = {
+    makers: dict[str, Callable[[], str]] = {
         "secret.openai_key": lambda: "sk-proj-" + rand(b62 + "_-", 100),
         "secret.anthropic_key": lambda: "sk-ant-api03-" + rand(b62 + "_-", 93) + "AA",
         "secret.stripe_key": lambda: rng.choice(["sk_live_", "rk_live_"]) + rand(b62, 24),
