@@ -80,6 +80,8 @@ class Segment:
     remaps: tuple[n.Remap | n.LazyRemap | n.LazySubRemap, ...] = ()
     whole: tuple[int, int] | None = None
     derived: bool = False
+    # The scanned text is the source and ASCII: buffer offsets map back by subtraction.
+    plain: bool = False
 
     def source_span(self, data: bytes, start: int, end: int) -> tuple[int, int]:
         """Buffer byte offsets (within this segment) -> `source` str offsets."""
@@ -118,6 +120,7 @@ class ScanBuffer:
             self._length += 1
         segment.start = self._length
         segment.end = self._length + encoded_len
+        segment.plain = text is segment.source and encoded_len == len(text)
         self._length = segment.end
         self.segments.append(segment)
         self._pieces.append(segment.text)
@@ -139,8 +142,11 @@ class ScanBuffer:
                 break
             lo, hi = max(start, segment.start), min(end, segment.end)
             if lo < hi:
-                first, last = segment.source_span(self.data, lo, hi)
-                out.append(Location(segment.path, first, last))
+                if segment.plain:
+                    out.append(Location(segment.path, lo - segment.start, hi - segment.start))
+                else:
+                    first, last = segment.source_span(self.data, lo, hi)
+                    out.append(Location(segment.path, first, last))
             index += 1
         return out
 
@@ -174,6 +180,8 @@ def _decoded(path: str, text: str, pattern: re.Pattern[str], replace: Replace) -
 def derived(path: str, text: str) -> list[Segment]:
     """Decoded views of a part; none for plain text (one `in` test per trigger)."""
     out: list[Segment] = []
+    if len(text) < 4:
+        return out  # too short to hold an escape and a value
     if "\\" in text:
         current, chain = text, list[n.Remap | n.LazyRemap | n.LazySubRemap]()
         for _ in range(_ESCAPE_LEVELS):
