@@ -211,22 +211,27 @@ def derived(path: str, text: str) -> list[Segment]:
     return out
 
 
+def _has_encoding(text: str) -> bool:
+    return len(text) >= 4 and ("\\" in text or "%" in text or "&" in text or "\u202e" in text)
+
+
 def buffer(parts: list[tuple[str, str]]) -> ScanBuffer:
     """Message contents first, in order, so a value split across messages at a separator is
     read as typed; then every other part in request order; then the decoded views."""
     scan = ScanBuffer()
     extra: list[Segment] = []
-    rest: list[tuple[str, str]] = []
-    for path, text in parts:
-        if path.endswith(".content"):
-            scan.add(direct(path, text))
-            extra.extend(derived(path, text))
+    contents = [part for part in parts if part[0].endswith(".content")]
+    ordered = contents + [part for part in parts if not part[0].endswith(".content")]
+    add = scan.add
+    for path, text in ordered:
+        # Most parts are plain ASCII with nothing to decode: one Segment, no other work.
+        if text.isascii():
+            add(Segment(path, text, text, 0, 0))
         else:
-            rest.append((path, text))
-    for path, text in rest:
-        scan.add(direct(path, text))
-        extra.extend(derived(path, text))
+            add(direct(path, text))
+        if _has_encoding(text):
+            extra.extend(derived(path, text))
     for segment in extra:
-        scan.add(segment)
+        add(segment)
     scan.seal()
     return scan
