@@ -53,7 +53,10 @@ def load_engine(root: Path) -> tuple[Any, Any, Any, Any]:
     try:
         config = importlib.import_module("gateway.config")
         inspect = importlib.import_module("gateway.inspect")
-        base = importlib.import_module("gateway.providers.base")
+        try:  # chat types moved from the provider base module to gateway.chat
+            base = importlib.import_module("gateway.chat")
+        except ModuleNotFoundError:
+            base = importlib.import_module("gateway.providers.base")
     finally:
         sys.path.remove(str(root))
     return inspect.Inspector, config.InspectionConfig, base.ChatMessage, base.ChatParams

@@ -1,17 +1,20 @@
 """The reserve and settle stages of one request: before each upstream attempt the estimated
 maximum cost of that model is reserved, after it the reservation is settled to the actual cost,
-or released when the attempt failed (DESIGN.md, invariant 6)."""
+or released when the attempt failed (docs/architecture.md, invariant 6)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from gateway.budget.ledger import Ledger, Reservation
+from gateway.chat import Usage
+from gateway.errors import Unavailable
+from gateway.inspect.analysis import CHARS_PER_TOKEN
 from gateway.pricing import Pricing
-from gateway.providers.base import Usage
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +49,8 @@ class Settlements:
 
 
 class Charger:
-    """One request's charges. Implements the dispatcher's attempt hooks."""
+    """One request's charges. Implements the dispatcher's attempt hooks (`AttemptHooks`):
+    the dispatcher calls it around each attempt and records what it returns."""
 
     def __init__(
         self,
@@ -83,17 +87,41 @@ class Charger:
     async def fail(self, alias: str, error: BaseException) -> None:
         held, self._held = self._held, None
         if held is not None:
-            await self._ledger.release(held)
+            try:
+                await self._ledger.release(held)
+            except Unavailable:
+                # The hold lapses after ledger.reservation_ttl_s; the caller hears about the
+                # upstream failure, not about the ledger.
+                log.warning("releasing a reservation failed: the ledger did not answer")
 
-    async def succeed(self, alias: str, usage: Usage | None) -> None:
-        """Settle to the reported usage; without usage (a stream that reported none) the
-        reserved estimate is charged, never nothing."""
+    async def succeed(self, alias: str, usage: Usage | None) -> float:
+        """Settle to the reported usage and return the cost; without usage (a stream that
+        reported none) the reserved estimate is charged, never nothing."""
         held, self._held = self._held, None
         if held is None:
-            return
+            return 0.0
         cost = self._pricing.cost(alias, usage) if usage is not None else held.amount_usd
         self.cost_usd = cost
         self._settlements.start(self._ledger.settle(held, cost, alias, self._task_type))
+        return cost
+
+    async def interrupted(self, alias: str, usage: Usage | None, relayed_chars: int) -> float:
+        """A stream that ended early (the caller cancelled, the upstream broke off) after
+        output was relayed: the provider bills what it generated, so the attempt is charged,
+        to the usage it reported or, when none arrived, to the estimate of what was relayed
+        (the input estimate plus the relayed output). Returns the cost charged."""
+        held, self._held = self._held, None
+        if held is None:
+            return 0.0
+        if usage is None:
+            usage = Usage(
+                input_tokens=self._input_tokens,
+                output_tokens=math.ceil(relayed_chars / CHARS_PER_TOKEN),
+            )
+        cost = self._pricing.cost(alias, usage)
+        self.cost_usd = cost
+        self._settlements.start(self._ledger.settle(held, cost, alias, self._task_type))
+        return cost
 
     def skipped(self, alias: str, reason: str) -> None:
         """Nothing was reserved for a candidate skipped before its budget stage."""

@@ -221,12 +221,16 @@ class Classifier:
             self._local.scratches = scratches
         return scratches
 
-    def scan(self, buffer: ScanBuffer) -> tuple[Finding, ...]:
+    def scan(self, buffer: ScanBuffer | bytes) -> tuple[Finding, ...]:
         """Findings in the buffer (its segments mapped back to request parts), sorted by id.
+        Plain bytes (normalized and padded by `normalize.to_bytes`) are scanned as one part
+        named "text".
 
         Raises `InternalError` when the scan or a validator fails: a request whose content
         could not be inspected must not be routed. The message names the detector only.
         """
+        if isinstance(buffer, bytes):
+            buffer = ScanBuffer.of_bytes(buffer)
         hits = self._scan(buffer.data)
         if not hits:
             return ()

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.chat import ChatParams
 from gateway.config import InspectionConfig
 from gateway.inspect import analysis, normalize, segments
 from gateway.inspect.classification import Classifier
 from gateway.inspect.findings import Finding
 from gateway.inspect.parts import parts_list
 from gateway.levels import Level
-from gateway.providers.base import ChatParams
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,3 +75,8 @@ class Inspector:
             complexity=analysis.complexity(features),
             estimated_input_tokens=tokens,
         )
+
+    def findings_in(self, text: str) -> tuple[Finding, ...]:
+        """The pattern tier's findings in one short text (a label, for example), for callers
+        that must not record a value the gateway treats as sensitive."""
+        return self._classifier.scan(segments.buffer([("text", text)]))

@@ -25,7 +25,7 @@ import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gateway.providers.base import ChatParams
+from gateway.chat import ChatParams
 
 # Messages are joined by one space: a value whose digit groups are split across two messages
 # ("4111 1111" + "1111 1111") reads exactly as if the user had typed the separator, so it is

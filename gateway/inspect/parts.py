@@ -21,7 +21,7 @@ from collections.abc import Hashable, Iterator
 from functools import cache
 from typing import Any, cast
 
-from gateway.providers.base import ChatParams
+from gateway.chat import ChatParams
 
 # Non-text leaves: numbers and flags carry no content a detector could read.
 _SCALAR_TYPES = frozenset({bool, int, float, type(None)})

@@ -125,6 +125,16 @@ class ScanBuffer:
         self.segments.append(segment)
         self._pieces.append(segment.text)
 
+    @classmethod
+    def of_bytes(cls, data: bytes) -> ScanBuffer:
+        """A buffer over already normalized, padded bytes: one part named "text"."""
+        text = data[1:-1].decode("utf-8", "replace")
+        scan = cls()
+        scan.add(Segment("text", text, text, 0, 0))
+        scan.data = data
+        scan._starts = [1]
+        return scan
+
     def seal(self) -> bytes:
         self.data = n.to_bytes("".join(self._pieces))
         self._starts = [s.start for s in self.segments]

@@ -3,7 +3,7 @@ the attempt cap, the deadline, and the per-attempt hooks that reserve and settle
 
 The residency check runs here again, right before each call, against the dispatcher's own
 catalogue, so that no code path between the policy and the wire (primary, fallback, stream)
-can send content to a model not cleared for it (DESIGN.md, invariant 1).
+can send content to a model not cleared for it (docs/architecture.md, invariant 1).
 
 For each candidate, in order: residency (refuse, never skip), configured (its key variable is
 set), deadline, breaker (skip while open), budget (skip when it cannot be covered), then the
@@ -16,49 +16,68 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from gateway.chat import ChatParams, ChatResult, Chunk, Usage
+from gateway.clock import Seconds
 from gateway.config import Config, ConfigError, ModelConfig
 from gateway.enforce import violation
 from gateway.errors import (
     BudgetExhausted,
     DeadlineExceeded,
     PermissionDenied,
+    Reason,
     Unavailable,
     UpstreamRejected,
 )
 from gateway.levels import Level
-from gateway.providers.base import ChatParams, ChatResult, Chunk, Provider, UpstreamError, Usage
-from gateway.providers.breaker import Breaker, Breakers, Clock, Permit
+from gateway.outcome import (
+    BUDGET,
+    CIRCUIT_OPEN,
+    NOT_CONFIGURED,
+    SKIPPED,
+    Attempt,
+    error_type,
+    upstream_calls,
+)
+from gateway.providers.base import Provider, UpstreamError
+from gateway.providers.breaker import Breaker, Breakers, Permit
 
 log = logging.getLogger(__name__)
 
-# Attempt reasons for candidates that were skipped without an upstream call.
-NOT_CONFIGURED = "not_configured"
-CIRCUIT_OPEN = "circuit_open"
-BUDGET = "budget"
-SKIPPED = frozenset({NOT_CONFIGURED, CIRCUIT_OPEN, BUDGET})
+__all__ = [
+    "BUDGET",
+    "CIRCUIT_OPEN",
+    "NOT_CONFIGURED",
+    "SKIPPED",
+    "Answer",
+    "Attempt",
+    "AttemptHooks",
+    "Dispatcher",
+    "StreamPiece",
+    "build_provider",
+]
 
 
-def build_provider(alias: str, model: ModelConfig) -> Provider:
+def build_provider(alias: str, model: ModelConfig, output_cap: int | None = None) -> Provider:
     """Create the adapter for one catalogue entry. Raises `LookupError` when the model cannot be
-    used (its API key variable is unset); the message names the variable, never a value."""
+    used (its API key variable is unset); the message names the variable, never a value.
+    `output_cap` is the output limit sent when a request sets none (what the budget reserves)."""
     if model.provider == "ollama":
         from gateway.providers.ollama import OllamaProvider
 
-        return OllamaProvider(model)
+        return OllamaProvider(model, output_cap=output_cap)
     from gateway.providers.openai import OpenAIProvider
 
     if model.api_key_env is None:
         # OpenAI-compatible servers without auth (vLLM, llama.cpp) still need a non-empty key.
-        return OpenAIProvider(model, api_key="unused")
+        return OpenAIProvider(model, api_key="unused", output_cap=output_cap)
     key = os.environ.get(model.api_key_env, "")
     if not key:
         raise LookupError(f"environment variable {model.api_key_env} is not set")
-    return OpenAIProvider(model, api_key=key)
+    return OpenAIProvider(model, api_key=key, output_cap=output_cap)
 
 
 class AttemptHooks(Protocol):
@@ -68,7 +87,12 @@ class AttemptHooks(Protocol):
 
     async def fail(self, alias: str, error: BaseException) -> None: ...
 
-    async def succeed(self, alias: str, usage: Usage | None) -> None: ...
+    async def succeed(self, alias: str, usage: Usage | None) -> float:
+        """Settle the attempt; returns what it cost (USD)."""
+
+    async def interrupted(self, alias: str, usage: Usage | None, relayed_chars: int) -> float:
+        """A stream that ended early after `relayed_chars` characters of output reached the
+        caller: charge it (the provider bills what it generated); returns the cost."""
 
     def skipped(self, alias: str, reason: str) -> None:
         """A candidate passed over without a call (`not_configured`, `circuit_open`)."""
@@ -81,22 +105,17 @@ class _NoHooks:
     async def fail(self, alias: str, error: BaseException) -> None:
         return None
 
-    async def succeed(self, alias: str, usage: Usage | None) -> None:
-        return None
+    async def succeed(self, alias: str, usage: Usage | None) -> float:
+        return 0.0
+
+    async def interrupted(self, alias: str, usage: Usage | None, relayed_chars: int) -> float:
+        return 0.0
 
     def skipped(self, alias: str, reason: str) -> None:
         return None
 
 
 NO_HOOKS: AttemptHooks = _NoHooks()
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    model: str
-    # Why this candidate did not answer: an `UpstreamErrorKind`, or `not_configured`,
-    # `circuit_open` or `budget` when it was skipped without a call; None when it answered.
-    error: str | None
 
 
 # Built per request (and per streamed chunk): NamedTuples, cheaper than frozen dataclasses.
@@ -114,22 +133,14 @@ class Answer(NamedTuple):
 class StreamPiece(NamedTuple):
     chunk: Chunk
     model: str
-    attempts: tuple[Attempt, ...]
-
-    @property
-    def calls(self) -> int:
-        return upstream_calls(self.attempts)
-
-
-def upstream_calls(attempts: Sequence[Attempt]) -> int:
-    return sum(1 for a in attempts if a.error not in SKIPPED)
+    calls: int  # upstream calls made so far, this one included
 
 
 class _Entry:
     """A candidate cleared for a call: its provider, breaker, permit and time allowance.
     (A plain slotted class: built once per attempt on the request path.)"""
 
-    __slots__ = ("breaker", "capped", "permit", "provider", "timeout")
+    __slots__ = ("breaker", "capped", "permit", "provider", "started_ns", "started_perf", "timeout")
 
     def __init__(
         self, provider: Provider, breaker: Breaker, permit: Permit, timeout: float, capped: bool
@@ -138,9 +149,17 @@ class _Entry:
         self.breaker = breaker
         self.permit = permit
         self.timeout = timeout
+        self.started_ns = time.time_ns()
+        self.started_perf = time.perf_counter()
         # The caller's deadline, not the model's own timeout, bounds this call: a timeout
         # then says nothing about the model's health.
         self.capped = capped
+
+
+def _output_chars(chunk: Chunk) -> int:
+    """Characters of model output in a chunk (content and complete tool calls)."""
+    calls = sum(len(c.name) + len(c.arguments) for c in chunk.tool_calls)
+    return len(chunk.content_delta) + calls
 
 
 class _Chain:
@@ -148,11 +167,18 @@ class _Chain:
 
     __slots__ = ("attempts", "budget", "calls", "classification", "deadline", "dispatcher", "last")
 
-    def __init__(self, dispatcher: Dispatcher, classification: Level, deadline: float) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        classification: Level,
+        deadline: float,
+        attempts: list[Attempt] | None,
+    ) -> None:
         self.dispatcher = dispatcher
         self.classification = classification
         self.deadline = deadline
-        self.attempts: list[Attempt] = []
+        # The caller's list when it keeps the request's history (the pipeline does).
+        self.attempts: list[Attempt] = [] if attempts is None else attempts
         self.calls = 0
         self.last: UpstreamError | None = None
         self.budget: BudgetExhausted | None = None
@@ -167,7 +193,7 @@ class _Chain:
         dispatcher.check(alias, self.classification)
         provider = dispatcher.providers.get(alias)
         if provider is None:
-            self.attempts.append(dispatcher.attempt(alias, NOT_CONFIGURED))
+            self.attempts.append(Attempt(alias, NOT_CONFIGURED))
             hooks.skipped(alias, NOT_CONFIGURED)
             return None
         remaining = self.deadline - time.monotonic()
@@ -177,7 +203,7 @@ class _Chain:
         breaker = dispatcher.breakers.by_alias[alias]
         permit = breaker.acquire()
         if permit is None:
-            self.attempts.append(dispatcher.attempt(alias, CIRCUIT_OPEN))
+            self.attempts.append(Attempt(alias, CIRCUIT_OPEN))
             hooks.skipped(alias, CIRCUIT_OPEN)
             return None
         try:
@@ -185,7 +211,7 @@ class _Chain:
         except BudgetExhausted as exc:
             # A cheaper (or free) fallback may still fit the budget.
             breaker.neutral(permit)
-            self.attempts.append(dispatcher.attempt(alias, BUDGET))
+            self.attempts.append(Attempt(alias, BUDGET))
             self.budget = exc
             return None
         except BaseException:
@@ -194,12 +220,59 @@ class _Chain:
         self.calls += 1
         return _Entry(provider, breaker, permit, min(own, remaining), remaining < own)
 
-    def answered(self, alias: str) -> None:
-        self.attempts.append(self.dispatcher.attempt(alias, None))
+    def answered(
+        self,
+        alias: str,
+        entry: _Entry,
+        usage: Usage | None,
+        cost: float,
+        model: str,
+        finish: str,
+        response_id: str = "",
+        first_chunk_s: float | None = None,
+    ) -> None:
+        self.attempts.append(
+            Attempt(
+                alias,
+                None,
+                entry.started_ns,
+                time.perf_counter() - entry.started_perf,
+                usage,
+                cost,
+                model,
+                finish,
+                response_id=response_id,
+                time_to_first_chunk_s=first_chunk_s,
+            )
+        )
+
+    def ended(
+        self,
+        alias: str,
+        entry: _Entry,
+        error: str,
+        *,
+        usage: Usage | None = None,
+        cost: float = 0.0,
+        cost_estimated: bool = False,
+    ) -> None:
+        """Record an attempt that made a call and did not answer (a stream that ended early
+        carries what it was charged)."""
+        self.attempts.append(
+            Attempt(
+                alias,
+                error,
+                entry.started_ns,
+                time.perf_counter() - entry.started_perf,
+                usage,
+                cost,
+                cost_estimated=cost_estimated,
+            )
+        )
 
     def failed(self, alias: str, entry: _Entry, exc: UpstreamError) -> None:
         """Record a failed attempt; raise when the failure must not fall back."""
-        self.attempts.append(self.dispatcher.attempt(alias, exc.kind))
+        self.ended(alias, entry, exc.kind)
         breaker = entry.breaker
         if exc.kind == "timeout" and (entry.capped or time.monotonic() >= self.deadline):
             breaker.neutral(entry.permit)
@@ -242,7 +315,7 @@ class Dispatcher:
         self,
         config: Config,
         *,
-        clock: Clock = time.monotonic,
+        clock: Seconds = time.monotonic,
         providers: Mapping[str, Provider] | None = None,
     ) -> None:
         """`providers` replaces building adapters from the catalogue (benchmarks, in-memory
@@ -257,8 +330,6 @@ class Dispatcher:
         )
         self.providers: dict[str, Provider] = {}
         self.unavailable: dict[str, str] = {}
-        # Bounded: aliases x (upstream error kinds + skip reasons + answered).
-        self._attempts: dict[tuple[str, str | None], Attempt] = {}
         for alias, model in config.models.items():
             if config.airgapped and model.location == "cloud":
                 # The config refuses this at load; a config built another way must still never
@@ -271,7 +342,9 @@ class Dispatcher:
                     self.providers[alias] = providers[alias]
                 continue
             try:
-                self.providers[alias] = build_provider(alias, model)
+                self.providers[alias] = build_provider(
+                    alias, model, config.limits.estimate_output_tokens
+                )
             except LookupError as exc:
                 self.unavailable[alias] = str(exc)
                 log.warning("model %s is unavailable: %s", alias, exc)
@@ -283,14 +356,6 @@ class Dispatcher:
         """Configured and its breaker lets a call through (closed, or cooled down for a probe)."""
         breaker = self.breakers.by_alias.get(alias)
         return breaker is not None and alias in self.providers and breaker.available()
-
-    def attempt(self, alias: str, error: str | None) -> Attempt:
-        """The (immutable, shared) record of one attempt: the request path allocates none."""
-        key = (alias, error)
-        record = self._attempts.get(key)
-        if record is None:
-            record = self._attempts[key] = Attempt(alias, error)
-        return record
 
     async def aclose(self) -> None:
         for provider in self.providers.values():
@@ -304,13 +369,16 @@ class Dispatcher:
         model = self.models.get(alias)
         if model is None:
             raise PermissionDenied(
-                f"model {alias!r} is not in the catalogue", reason="UNKNOWN_MODEL", model=alias
+                f"model {alias!r} is not in the catalogue", reason=Reason.UNKNOWN_MODEL, model=alias
             )
         reason = violation(alias, model, classification)
         if reason is not None:
             log.error("dispatch refused model %s for %s content", alias, classification.name)
             raise PermissionDenied(
-                reason, reason="DATA_RESIDENCY", model=alias, classification=classification.name
+                reason,
+                reason=Reason.DATA_RESIDENCY,
+                model=alias,
+                classification=classification.name,
             )
 
     def provider(self, alias: str, classification: Level) -> Provider | None:
@@ -325,8 +393,10 @@ class Dispatcher:
         classification: Level,
         deadline: float,
         hooks: AttemptHooks = NO_HOOKS,
+        attempts: list[Attempt] | None = None,
     ) -> Answer:
-        walk = _Chain(self, classification, deadline)
+        """`attempts`, when given, receives every attempt as it ends (failures included)."""
+        walk = _Chain(self, classification, deadline, attempts)
         for alias in chain:
             if not walk.may_call():
                 break
@@ -341,11 +411,24 @@ class Dispatcher:
                 continue
             except BaseException as exc:
                 entry.breaker.neutral(entry.permit)
+                walk.ended(alias, entry, error_type(exc))
                 await hooks.fail(alias, exc)
                 raise
             entry.breaker.success(entry.permit)
-            await hooks.succeed(alias, result.usage)
-            walk.answered(alias)
+            try:
+                cost = await hooks.succeed(alias, result.usage)
+            except BaseException as exc:
+                walk.ended(alias, entry, error_type(exc))
+                raise
+            walk.answered(
+                alias,
+                entry,
+                result.usage,
+                cost,
+                result.response_model,
+                result.finish_reason,
+                result.response_id,
+            )
             return Answer(result, alias, tuple(walk.attempts))
         raise walk.give_up()
 
@@ -356,10 +439,12 @@ class Dispatcher:
         classification: Level,
         deadline: float,
         hooks: AttemptHooks = NO_HOOKS,
-    ) -> AsyncIterator[StreamPiece]:
+        attempts: list[Attempt] | None = None,
+    ) -> AsyncGenerator[StreamPiece, None]:
         """Falls back only until the first chunk has been handed to the caller; after that a
-        failure ends the stream with `Unavailable` (or `DeadlineExceeded`)."""
-        walk = _Chain(self, classification, deadline)
+        failure ends the stream with `Unavailable` (or `DeadlineExceeded`). An attempt is
+        recorded when it ends: at the chunk with the finish reason, or when it fails."""
+        walk = _Chain(self, classification, deadline, attempts)
         for alias in chain:
             if not walk.may_call():
                 break
@@ -367,9 +452,12 @@ class Dispatcher:
             if entry is None:
                 continue
             breaker = entry.breaker
-            settled = False
+            settled = False  # answered: recorded, and the budget hook has settled
+            recorded = False  # recorded as failed by `walk.failed`
             judged = False  # the breaker has heard how this attempt went
             error: BaseException | None = None
+            relayed = -1  # output characters handed to the caller; -1: nothing handed yet
+            usage_seen: Usage | None = None
             try:
                 # aclosing: an abandoned stream closes its upstream connection at once.
                 async with aclosing(entry.provider.stream(params, timeout=entry.timeout)) as chunks:
@@ -379,26 +467,38 @@ class Dispatcher:
                         first = None
                     except UpstreamError as exc:
                         error = exc
-                        judged = True
+                        judged = recorded = True
                         walk.failed(alias, entry, exc)
                         continue
                     if first is None:
                         error = UpstreamError("protocol", "the stream ended before any chunk")
-                        judged = True
+                        judged = recorded = True
                         walk.failed(alias, entry, error)
                         continue
+                    first_chunk_s = time.perf_counter() - entry.started_perf
                     # A first chunk means the model serves, whatever happens later.
                     breaker.success(entry.permit)
                     judged = True
-                    walk.answered(alias)
-                    done = tuple(walk.attempts)
+                    calls = walk.calls
                     chunk = first
                     try:
                         while True:
-                            if chunk.finish_reason is not None:
-                                await hooks.succeed(alias, chunk.usage)
+                            relayed += _output_chars(chunk)
+                            usage_seen = chunk.usage or usage_seen
+                            if chunk.finish_reason is not None and not settled:
+                                cost = await hooks.succeed(alias, chunk.usage)
                                 settled = True
-                            yield StreamPiece(chunk, alias, done)
+                                walk.answered(
+                                    alias,
+                                    entry,
+                                    chunk.usage,
+                                    cost,
+                                    chunk.response_model,
+                                    chunk.finish_reason,
+                                    chunk.response_id,
+                                    first_chunk_s,
+                                )
+                            yield StreamPiece(chunk, alias, calls)
                             chunk = await anext(chunks)
                     except StopAsyncIteration:
                         return
@@ -420,5 +520,21 @@ class Dispatcher:
                 raise
             finally:
                 if not settled:
-                    await hooks.fail(alias, error or Unavailable("the stream ended early"))
+                    error = error or Unavailable("the stream ended early")
+                    if relayed >= 0:
+                        # Output reached the caller, so the model generated it and the
+                        # provider bills it: charge it, to the usage or to the estimate.
+                        cost = await hooks.interrupted(alias, usage_seen, relayed)
+                        walk.ended(
+                            alias,
+                            entry,
+                            error_type(error),
+                            usage=usage_seen,
+                            cost=cost,
+                            cost_estimated=usage_seen is None,
+                        )
+                    else:
+                        if not recorded:
+                            walk.ended(alias, entry, error_type(error))
+                        await hooks.fail(alias, error)
         raise walk.give_up()

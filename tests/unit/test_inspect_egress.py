@@ -11,17 +11,17 @@ from typing import Any
 
 import pytest
 
-from gateway.config import InspectionConfig, ModelConfig
-from gateway.inspect import Inspector, Location, part_text, request_parts
-from gateway.inspect import segments as seg
-from gateway.levels import Level
-from gateway.providers.base import (
+from gateway.chat import (
     ChatMessage,
     ChatParams,
     ResponseFormat,
     ToolCall,
     ToolSpec,
 )
+from gateway.config import InspectionConfig, ModelConfig
+from gateway.inspect import Inspector, Location, part_text, request_parts
+from gateway.inspect import segments as seg
+from gateway.levels import Level
 from gateway.providers.ollama import OllamaProvider
 from gateway.providers.openai import OpenAIProvider
 from tests.data.egress_cases import CARD, NON_LITERALS, NOT_FOUND, SCOPE, SECRETS
