@@ -20,12 +20,23 @@ from gateway.levels import Level
 
 
 @dataclass(frozen=True, slots=True)
+class Location:
+    """Where a finding is: a request field path and str offsets into that field's original
+    text. In-process only: never logged, exported or returned."""
+
+    part: str  # request field path, e.g. "messages[2].content"
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
 class Finding:
     """A detector that found something: its id, the level it implies, how many times."""
 
     detector: str
     level: Level
     count: int
+    locations: tuple[Location, ...] = ()  # in-process only, never logged/exported/returned
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +203,7 @@ class Classifier:
                 b.id,
                 expr,
                 (som if b.som else 0) | (hyperscan.HS_FLAG_CASELESS if b.caseless else 0),
-                b.validator,
+                b.configure(config) if b.configure is not None else b.validator,
                 b.locate,
                 b.kind,
                 b.database,

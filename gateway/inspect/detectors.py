@@ -9,8 +9,11 @@ newline on both sides, so the classes also match at the ends of the text.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway.config import InspectionConfig
+from gateway.inspect import national_ids, phones
 from gateway.inspect import validators as v
 from gateway.levels import Level
 
@@ -33,6 +36,8 @@ class Builtin:
     # Hyperscan builds one engine per database: a few patterns anchored on a rare literal
     # (`@`, `:`) scan far faster in a database of their own than mixed with the rest.
     database: int = 0
+    # Instead of `validator`: builds it from the inspection config (phone regions).
+    configure: Callable[[InspectionConfig], v.Validator] | None = None
 
 
 # Country code, check digits, then 11..30 alphanumerics in optional groups. Every possible end
@@ -48,15 +53,29 @@ _SSN = rb"[^0-9A-Za-z\-](?:[0-9]{3}-[0-9]{2}-[0-9]{4}|[0-9]{3} [0-9]{2} [0-9]{4}
 _NINO = rb"[^0-9A-Za-z][A-Za-z]{2} ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-Da-d][^0-9A-Za-z]"
 # From the `@` on: a literal anchors the scan; the local part is found by walking back.
 _EMAIL = rb"@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}[^A-Za-z0-9]"
-_PHONE_INTL = rb"[^0-9A-Za-z+]\+[1-9][0-9]{0,2}(?:[ .\-]?\(?[0-9]{1,5}\)?){1,6}[^0-9A-Za-z]"
+# Phone candidates; `phones.PhoneValidator` (libphonenumber) decides. Each may end in an
+# extension (`x1234`, `ext. 12`, `#12`); every end is reported and the longest valid one counts.
+_PHONE_EXT = rb"(?:[ ]?(?:[xX#]|[eE][xX][tT]\.?|extension)[ ]?[0-9]{1,6})?"
+_PHONE_INTL = (
+    rb"[^0-9A-Za-z+](?:\+|00|011[ .\-]?)[1-9][0-9]{0,2}(?:[ .\-]?\(?[0-9]{1,5}\)?){1,6}"
+    + _PHONE_EXT
+    + rb"[^0-9A-Za-z]"
+)
 _PHONE_NANP = (
     rb"[^0-9A-Za-z+\-./](?:1[ .\-])?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .\-])"
-    rb"[2-9][0-9]{2}[ .\-][0-9]{4}[^0-9A-Za-z]"
+    rb"[2-9][0-9]{2}[ .\-][0-9]{4}" + _PHONE_EXT + rb"[^0-9A-Za-z]"
 )
 _PHONE_TRUNK = (
     rb"[^0-9A-Za-z+\-./:]\(?0[1-9][0-9]{0,3}\)?(?:[ \-][0-9]{2,8}){1,4}"
-    rb"(?:[^0-9A-Za-z\-:./]|[.][^0-9])"
+    + _PHONE_EXT
+    + rb"(?:[^0-9A-Za-z\-:./]|[.][^0-9])"
 )
+# Brazil's `(11) 98765-4321`, `86 6232-8601`: area code without a trunk zero.
+_PHONE_BR = rb"[^0-9A-Za-z+\-./:]\(?[1-9][0-9]\)? 9?[2-9][0-9]{3}-[0-9]{4}[^0-9A-Za-z\-]"
+# Shapes ids share: 7-digit local numbers, unseparated national numbers (only after a phone
+# word: `PhoneValidator(cue=True)`).
+_PHONE_LOCAL = rb"[^0-9A-Za-z+\-./:][2-9][0-9]{2}[\-.][0-9]{4}" + _PHONE_EXT + rb"[^0-9A-Za-z\-]"
+_PHONE_PLAIN = rb"[^0-9A-Za-z+\-./:]0[1-9][0-9]{7,10}" + _PHONE_EXT + rb"[^0-9A-Za-z\-]"
 _IPV4 = (
     rb"[^0-9A-Za-z.][0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?:[^0-9A-Za-z.]|\.[^0-9A-Za-z])"
 )
@@ -103,9 +122,20 @@ BUILTINS: tuple[Builtin, ...] = (
         locate=v.email_start,
         database=1,
     ),
-    Builtin("pii.phone", Level.CONFIDENTIAL, (_PHONE_INTL,), v.phone(8, 15)),
-    Builtin("pii.phone", Level.CONFIDENTIAL, (_PHONE_NANP,), v.nanp_phone),
-    Builtin("pii.phone", Level.CONFIDENTIAL, (_PHONE_TRUNK,), v.phone(9, 12)),
+    Builtin(
+        "pii.phone",
+        Level.CONFIDENTIAL,
+        (_PHONE_INTL, _PHONE_NANP, _PHONE_TRUNK, _PHONE_BR),
+        None,
+        configure=phones.validator,
+    ),
+    Builtin(
+        "pii.phone",
+        Level.CONFIDENTIAL,
+        (_PHONE_LOCAL, _PHONE_PLAIN),
+        None,
+        configure=phones.cued_validator,
+    ),
     Builtin("gov.us_ssn", Level.RESTRICTED, (_SSN,), v.us_ssn),
     Builtin("gov.uk_nino", Level.RESTRICTED, (_NINO,), v.uk_nino),
     Builtin("fin.payment_card", Level.RESTRICTED, (_CARD,), v.payment_card),
@@ -146,6 +176,12 @@ BUILTINS: tuple[Builtin, ...] = (
     ),
 )
 
+# National identifiers checked by python-stdnum (DE, FR, ES, IT, NL, IN, CA, BR).
+BUILTINS += tuple(
+    Builtin(detector, Level.RESTRICTED, (pattern,), check)
+    for detector, pattern, check in national_ids.DETECTORS
+)
+
 BUILTIN_IDS: frozenset[str] = frozenset(b.id for b in BUILTINS)
 
 # The detectors a `kind` pattern of the key detector may answer with.
@@ -158,5 +194,6 @@ KINDS: dict[str, frozenset[str]] = {
 # more specific detectors is not counted: `049-01-9104` passed the SSN rules, so it is an SSN,
 # not also a phone number; a digit group inside an IBAN or a card number is not a phone.
 SUBSUMED_BY: dict[str, frozenset[str]] = {
-    "pii.phone": frozenset({"gov.us_ssn", "gov.uk_nino", "fin.payment_card", "fin.iban"}),
+    "pii.phone": frozenset({"gov.us_ssn", "gov.uk_nino", "fin.payment_card", "fin.iban"})
+    | national_ids.IDS,
 }
