@@ -57,7 +57,7 @@ _EMAIL = rb"@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}[^A-Za-z0-9]"
 # extension (`x1234`, `ext. 12`, `#12`); every end is reported and the longest valid one counts.
 _PHONE_EXT = rb"(?:[ ]?(?:[xX#]|[eE][xX][tT]\.?|extension)[ ]?[0-9]{1,6})?"
 _PHONE_INTL = (
-    rb"[^0-9A-Za-z+](?:\+|00|011[ .\-]?)[1-9][0-9]{0,2}(?:[ .\-]?\(?[0-9]{1,5}\)?){1,6}"
+    rb"[^0-9A-Za-z+/.\-](?:\+|00|011[ .\-]?)[1-9][0-9]{0,2}(?:[ .\-]?\(?[0-9]{1,8}\)?){1,6}"
     + _PHONE_EXT
     + rb"[^0-9A-Za-z]"
 )
@@ -75,7 +75,14 @@ _PHONE_BR = rb"[^0-9A-Za-z+\-./:]\(?[1-9][0-9]\)? 9?[2-9][0-9]{3}-[0-9]{4}[^0-9A
 # Shapes ids share: 7-digit local numbers, unseparated national numbers (only after a phone
 # word: `PhoneValidator(cue=True)`).
 _PHONE_LOCAL = rb"[^0-9A-Za-z+\-./:][2-9][0-9]{2}[\-.][0-9]{4}" + _PHONE_EXT + rb"[^0-9A-Za-z\-]"
-_PHONE_PLAIN = rb"[^0-9A-Za-z+\-./:]0[1-9][0-9]{7,10}" + _PHONE_EXT + rb"[^0-9A-Za-z\-]"
+_PHONE_PLAIN = rb"[^0-9A-Za-z+\-./:][0-9]{7,12}" + _PHONE_EXT + rb"[^0-9A-Za-z\-]"
+# Ten digits in NANP groups whatever the area code; eight-digit locals (`5527 9357`).
+_PHONE_GROUPED = (
+    rb"[^0-9A-Za-z+\-./:](?:1 ?)?\(?[0-9]{3}\)?[ .\-]?[0-9]{3}[ .\-][0-9]{4}"
+    + _PHONE_EXT
+    + rb"[^0-9A-Za-z\-]"
+)
+_PHONE_EIGHT = rb"[^0-9A-Za-z+\-./:][0-9]{4}[ .\-][0-9]{4}" + _PHONE_EXT + rb"[^0-9A-Za-z\-.]"
 _IPV4 = (
     rb"[^0-9A-Za-z.][0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?:[^0-9A-Za-z.]|\.[^0-9A-Za-z])"
 )
@@ -132,7 +139,7 @@ BUILTINS: tuple[Builtin, ...] = (
     Builtin(
         "pii.phone",
         Level.CONFIDENTIAL,
-        (_PHONE_LOCAL, _PHONE_PLAIN),
+        (_PHONE_LOCAL, _PHONE_PLAIN, _PHONE_GROUPED, _PHONE_EIGHT),
         None,
         configure=phones.cued_validator,
     ),

@@ -45,6 +45,12 @@ def _cue(words: bytes) -> re.Pattern[bytes]:
 
 def _check(module: ModuleType, cue: re.Pattern[bytes] | None = None) -> Validator:
     def check(data: bytes, start: int, end: int) -> bool:
+        # Digit groups that continue on either side (`2221 5637 2355 1004`) are a longer
+        # number (a card), not an id.
+        if (data[start : start + 1] == b" " and data[start - 1 : start].isdigit()) or (
+            data[end - 1 : end] == b" " and data[end : end + 1].isdigit()
+        ):
+            return False
         if cue is not None and cue.search(data, max(0, start - 60), start) is None:
             return False
         return bool(module.is_valid(_core(data, start, end)))

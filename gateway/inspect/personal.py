@@ -257,9 +257,22 @@ class PersonalTier:
         for index, part in enumerate(parts):
             for detector, start, end in rules.rule_spans(part.text):
                 spans.append(_Span(detector, index, start, end))
+        # A model's name inside an address or a labelled city (`Parsons Gateway`, `"city":
+        # "Kennedyton"`), or right after an address (`41 Birch Lane, Port Mathewberg`: the
+        # town) is a place.
+        places = [s for s in spans if s.detector in (rules.ADDRESS, rules.LOCATION)]
+        places += [
+            _Span(s.detector, s.part, s.end, s.end + 3)
+            for s in spans
+            if s.detector == rules.ADDRESS
+        ]
         ranges = self._ner_ranges(parts, spans, prior, ceiling, full or self.mode == "always")
         if ranges:
-            spans.extend(self._ner_spans(parts, ranges))
+            spans.extend(
+                s
+                for s in self._ner_spans(parts, ranges)
+                if s.detector != rules.PERSON or not _inside(s, places)
+            )
         spans = [
             _Span(
                 s.detector, s.part, s.start, s.end, rules.attribution(parts[s.part].text, s.start)
@@ -268,8 +281,6 @@ class PersonalTier:
             else s
             for s in spans
         ]
-        addresses = [s for s in spans if s.detector == rules.ADDRESS]
-        spans = [s for s in spans if s.detector != rules.PERSON or not _inside(s, addresses)]
         return self._findings(parts, _merge(spans), prior)
 
     # -- which text the model reads ---------------------------------------------------------
@@ -351,7 +362,11 @@ class PersonalTier:
                 s, e = s + start, e + start
                 if label in _PERSON_LABELS:
                     cleaned = clean_person(text, s, e)
-                    if cleaned is not None:
+                    if (
+                        cleaned is not None
+                        and not rules.organisation(text, cleaned[1])
+                        and not rules.after_postcode(text, cleaned[0])
+                    ):
                         out.append(_Span(rules.PERSON, index, *cleaned))
                 elif label in _LOCATION_LABELS:
                     out.append(_Span(rules.LOCATION, index, s, e))
@@ -463,5 +478,4 @@ def _merge(spans: list[_Span]) -> list[_Span]:
 
 
 def _inside(span: _Span, others: list[_Span]) -> bool:
-    """A model's name inside an address (`Parsons Gateway`) is the street's, not a person's."""
     return any(o.part == span.part and o.start < span.end and span.start < o.end for o in others)

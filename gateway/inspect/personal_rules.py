@@ -66,6 +66,11 @@ _ADDRESS_RULES = (
         r"impasse|quai|route|cours|square|passage|voie|rond-point)\s+"
         rf"(?:(?:de la|de l'|des|du|de|d'|l')\s*)?{_NAMEWORD}(?:\s+{_NAMEWORD}){{0,3}}"
     ),
+    # French street types are written in lower case: `rue Jules Jacob` needs no number.
+    re.compile(
+        r"\b(?:rue|avenue|boulevard|chemin|allée|impasse|quai|place)\s+"
+        rf"(?:(?:de la|de l'|des|du|de|d')\s*)?{_NAMEWORD}(?:\s+{_NAMEWORD}){{0,3}}"
+    ),
     # Spanish, Italian, Portuguese: the street type first, the number after the name.
     re.compile(
         r"\b(?:Calle|C/|Avenida|Avda\.?|Av\.|Paseo|Plaza|Camino|Carretera|Ronda|Travesía|"
@@ -152,6 +157,7 @@ _TITLED = re.compile(rf"\b(?:{_TITLES})\.?\s+((?:{_CAP}\s+){{0,2}}{_CAP})")
 _LABELLED = re.compile(
     r"(?i:\b(?:name|full name|patient|customer|client|employee|applicant|contact|"
     r"cardholder|account holder|insured|member|dear|attn\.?|nombre|nom|vorname|nachname|"
+    r"reporter|requester|requested by|submitted by|assignee|caller|recipient|"
     r"cognome|naam)\s*[:\-,]?\s+)"
     rf"({_CAP}(?:\s+(?:van|von|de|del|da|di|der|la|le)?\s*{_CAP}){{1,3}})"
 )
@@ -160,10 +166,18 @@ _KEYED = re.compile(
     r"""(?i)["']?\b(full_?name|first_?name|last_?name|given_?name|family_?name|surname|"""
     r"""patient(?:_name)?|customer(?:_name)?|client_name|employee_name|contact_name|name|"""
     r"""dob|date_?of_?birth|birth_?date|birthdate|birthday|"""
-    r"""address|street(?:_address)?|address_?line_?1|home_address|addr)\b["']?\s*[:=]\s*"""
+    r"""address|street(?:_address)?|address_?line_?1|home_address|addr|city|town)\b["']?"""
+    r"""\s*[:=]\s*"""
     r"""["']?([^"'\n,;{}\[\]]{2,80})"""
 )
-_KEY_TYPES = {"dob": DOB, "birth": DOB, "birthday": DOB, "addr": ADDRESS, "street": ADDRESS}
+_KEY_TYPES = {
+    "dob": DOB,
+    "birth": DOB,
+    "addr": ADDRESS,
+    "street": ADDRESS,
+    "city": LOCATION,
+    "town": LOCATION,
+}
 
 # A name in these roles is attribution, not a data subject: `Copyright (c) 2004 Jane Roe`,
 # `Author: ...`, `Signed-off-by: ...`. It never combines with a nearby address or date.
@@ -180,9 +194,14 @@ def addresses(text: str) -> Iterator[Span]:
 
 
 def dates_of_birth(text: str) -> Iterator[Span]:
+    previous = 0
     for match in _DATE.finditer(text):
-        if _BIRTH_CUE.search(text, max(0, match.start() - 40), match.start()):
+        # The cue belongs to this date: on its line, and no other date between them
+        # (`DOB: 2/7/1961  MRN: ...` then `Admitted 3/3/2025` on the next line).
+        begin = max(previous, match.start() - 40, text.rfind("\n", 0, match.start()) + 1)
+        if _BIRTH_CUE.search(text, begin, match.start()):
             yield DOB, match.start(), match.end()
+        previous = match.end()
 
 
 def health(text: str) -> Iterator[Span]:
@@ -203,7 +222,7 @@ def health(text: str) -> Iterator[Span]:
 
 
 def titled_people(text: str) -> Iterator[Span]:
-    for rule in (_TITLED, _LABELLED):
+    for rule in (_TITLED, _LABELLED, _DISPLAY_NAME):
         for match in rule.finditer(text):
             yield PERSON, match.start(1), match.end(1)
 
@@ -226,6 +245,8 @@ def keyed(text: str) -> Iterator[Span]:
         elif kind == ADDRESS:
             if any(ch.isdigit() for ch in value):
                 yield ADDRESS, start, end
+        elif kind == LOCATION:
+            yield LOCATION, start, end
         elif _plausible_name(value):
             yield PERSON, start, end
 
@@ -299,6 +320,30 @@ def _column_type(name: str) -> str:
     }:
         return PERSON
     return ""
+
+
+_ORGANISATION = re.compile(
+    r"\s*(?:,\s*)?(?:Inc\b|LLC\b|Ltd\b|Limited\b|PLC\b|plc\b|GmbH|AG\b|KG\b|e\.V\.|S\.?L\b|"
+    r"S\.?A\b|S\.?p\.?A\b|S\.?r\.?l\b|SARL\b|SAS\b|B\.?V\.?|N\.?V\.?|Group\b|Corp|"
+    r"Company\b|& ?Co\b|and Sons\b|\+ ?Co\b|Partners\b|Associates\b|[&+]|and\s+[A-Z][a-z])"
+)
+
+
+def organisation(text: str, end: int) -> bool:
+    """True when a legal-form suffix or a partner list follows the name (`Ryan Inc`,
+    `Fields, Moore and Levy`): a company, not a person."""
+    return _ORGANISATION.match(text, end) is not None
+
+
+# A name right after a postcode is the town: `75001 Paris`, `6813JY Arnhem`, `SW1A 1AA London`.
+_POSTCODE_BEFORE = re.compile(
+    r"(?:\b\d{4,5}|\b\d{4}\s?[A-Z]{2}|\b[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}),?\s*$"
+)
+_DISPLAY_NAME = re.compile(rf"(?m)^(?:From|To|Cc|Reply-To):\s+((?:{_CAP}\s+){{0,2}}{_CAP})\s+<")
+
+
+def after_postcode(text: str, start: int) -> bool:
+    return _POSTCODE_BEFORE.search(text, max(0, start - 14), start) is not None
 
 
 def attribution(text: str, start: int) -> bool:

@@ -275,7 +275,7 @@ def test_no_matched_value_in_findings_repr_or_logs(
     for value in [*SECRETS, CARD]:
         assert value not in rendered
     for finding in result.findings:
-        assert set(finding.__slots__) == {"detector", "level", "count"}
+        assert set(finding.__slots__) == {"detector", "level", "count", "locations"}
 
 
 def test_validator_failure_fails_closed_without_the_value(
