@@ -192,11 +192,11 @@ def chunks_of(text: str, size: int) -> Iterable[tuple[int, int]]:
     while start < length:
         end = min(length, start + size)
         if end < length:
-            cut = max(text.rfind("\n", start, end), text.rfind(". ", start, end))
+            cut = max(text.rfind("\n", start, end) + 1, text.rfind(". ", start, end - 1) + 2)
             if cut <= start + size // 2:
-                cut = text.rfind(" ", start, end)
+                cut = text.rfind(" ", start, end) + 1
             if cut > start:
-                end = cut + 1
+                end = cut
         yield start, end
         start = end
 
@@ -294,6 +294,8 @@ class PersonalTier:
         full: bool,
     ) -> list[tuple[int, int, int]]:
         """(part, start, end) ranges for the model, within the budget (else fail closed)."""
+        if self.mode == "off" and not full:
+            return []  # rules only
         whole = [(i, 0, len(p.text)) for i, p in enumerate(parts)]
         if full or ceiling is None or self.levels[rules.PERSON] > ceiling:
             ranges = whole

@@ -61,7 +61,9 @@ def _inside_number(data: bytes, start: int, end: int) -> bool:
     """The candidate continues a number (`1.519 829 846 0570`: a column of a numeric table)
     or is the integer part of a decimal (`+35236450.6`)."""
     before = data[start - 1 : start] if start > 0 else b""
-    if data[start : start + 1] == b" " and (before.isdigit() or before == b"."):
+    if data[start : start + 1] == b" " and (
+        before.isdigit() or (before == b"." and data[start - 2 : start - 1].isdigit())
+    ):
         return True
     return data[end - 1 : end] == b"." and data[end : end + 1].isdigit()
 
@@ -144,7 +146,7 @@ class PhoneValidator:
         stripped = text.lstrip("(")
         if stripped.startswith("+"):
             regions: tuple[str | None, ...] = (None,)
-        elif stripped.startswith(("00", "011")):
+        elif stripped.startswith(("00", "011 ", "011-", "011.")):
             # International dialling prefixes: the region that uses it is the caller's.
             regions = ("DE",) if stripped.startswith("00") else ("US",)
         else:
