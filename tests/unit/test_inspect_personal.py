@@ -3,6 +3,7 @@ level, when the model runs, and that it fails closed."""
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -269,7 +270,7 @@ def test_chunks_cut_at_line_and_sentence_ends() -> None:
     spans = list(chunks_of(text, 400))
     assert spans[0][0] == 0 and spans[-1][1] == len(text)
     assert all(end - start <= 400 for start, end in spans)
-    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
     assert all(text[end - 1] in "\n " for _, end in spans[:-1])
 
 
