@@ -214,7 +214,7 @@ def prose_chunks(limit: int, rng: random.Random) -> list[str]:
     site = Path(sysconfig.get_paths()["purelib"])
     files = sorted(
         p
-        for pattern in ("*.md", "*.rst", "*.txt", "METADATA")
+        for pattern in ("*.md", "*.rst", "*.txt")
         for p in site.rglob(pattern)
         if p.stat().st_size > 2000 and "LICENSE" not in p.name.upper()
     )

@@ -1,0 +1,103 @@
+"""The egress inspection stage: when and how the personal-data tier runs inside a request.
+
+`inspection.ner`:
+- `egress` (default): only when the policy's chain holds a cloud candidate that the pattern
+  tier's classification still clears; the tier is then asked whether anything lifts the
+  request above the highest such clearance. Local routes pay nothing.
+- `always`: on every request, reading all text (findings visible to the policy every time).
+- `off`: never.
+
+The tier runs in its own thread pool (the model holds the CPU for milliseconds). When it
+cannot finish (model missing or broken, text over `inspection.personal.max_chars`) the request
+gets a finding `personal.<reason>` one level above the highest cloud clearance: it is not
+cleared for the cloud (fail closed), and the reason is in the decision log's detectors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+from gateway.config import InspectionConfig, ModelConfig
+from gateway.inspect.classification import Finding
+from gateway.inspect.inspector import Inspection, effective_level
+from gateway.inspect.personal import PersonalTier, PersonalUnavailable
+from gateway.levels import Level
+from gateway.providers.base import ChatParams
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE_PREFIX = "personal."
+
+
+class PersonalStage:
+    """One per pipeline: the tier, its model (loaded on first need, in a worker thread) and
+    the worker threads."""
+
+    def __init__(self, inspection: InspectionConfig, models: Mapping[str, ModelConfig]) -> None:
+        self.mode = inspection.ner
+        self.tier = PersonalTier(inspection)
+        self._models = models
+        self._executor: ThreadPoolExecutor | None = None
+        self._workers = inspection.personal.workers
+
+    def ceiling(self, classification: Level, candidates: Sequence[str]) -> Level | None:
+        """The highest clearance among the chain's cloud candidates that the classification
+        still fits (None: no such candidate, the tier need not run in `egress` mode)."""
+        best: Level | None = None
+        for alias in candidates:
+            model = self._models.get(alias)
+            if model is None or model.location != "cloud" or model.clearance < classification:
+                continue
+            if best is None or model.clearance > best:
+                best = model.clearance
+        return best
+
+    def wanted(self, classification: Level, candidates: Sequence[str]) -> bool:
+        if self.mode == "off":
+            return False
+        if self.mode == "always":
+            return True
+        ceiling = self.ceiling(classification, candidates)
+        # A cloud model cleared for everything cannot be refused by anything the tier finds.
+        return ceiling is not None and ceiling < Level.RESTRICTED
+
+    async def inspect(
+        self, params: ChatParams, inspection: Inspection, candidates: Sequence[str]
+    ) -> Inspection:
+        """`inspection` with the tier's findings added and the classification recomputed."""
+        ceiling = self.ceiling(inspection.classification, candidates)
+        full = self.mode == "always"
+        loop = asyncio.get_running_loop()
+        try:
+            findings = await loop.run_in_executor(
+                self._pool(),
+                lambda: self.tier.scan(
+                    params, inspection.findings, ceiling=ceiling, full=full or ceiling is None
+                ),
+            )
+        except PersonalUnavailable as exc:
+            log.warning("personal-data tier could not run (%s): not cleared for the cloud", exc)
+            level = Level(min(int(Level.RESTRICTED), int(ceiling or Level.INTERNAL) + 1))
+            findings = (Finding(UNAVAILABLE_PREFIX + exc.reason, level, 1),)
+        if not findings:
+            return inspection
+        merged = inspection.findings + findings
+        return dataclasses.replace(
+            inspection,
+            findings=merged,
+            classification=effective_level(inspection.declared, merged),
+        )
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix="celgate-ner")
+        return self._executor
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = None
