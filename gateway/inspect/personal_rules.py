@@ -144,8 +144,9 @@ _CLINICAL = re.compile(
 )
 # After such a verb, the next words name the condition even when the vocabulary lacks it.
 _DIAGNOSED = re.compile(
-    r"(?i:\b(?:diagnosed with|dx:?|suffers from|suffering from|treated for|history of|"
-    r"presents with|presented with|admitted for|tested positive for)\s+)"
+    r"(?i:\b(?:diagnosed with|diagnosed as|diagnosis of|dx:?|suffers from|suffering from|"
+    r"treated for|history of|presents with|presented with|admitted for|tested positive for|"
+    r"discharged on|started on|prescribed)\s+)"
     r"((?:stage [0-9IV]+\s+)?[\w'\-]+(?:\s+[\w'\-]+){0,2})"
 )
 _MRN = re.compile(
@@ -154,7 +155,7 @@ _MRN = re.compile(
 )
 # A singular person the health detail is about (plural "patients" is a topic, not a person).
 _PERSON_REF = re.compile(
-    r"(?i:\b(?:patient|pt\.?|client|member|resident|he|she|his|her|him|my|i|i'm|i've|me|"
+    r"(?i:\b(?:patient|pt\.?|client|member|resident|he|she|his|her|him|my|i|i'm|i've|me|you|your|"
     r"mother|father|mom|dad|son|daughter|wife|husband|brother|sister|mr|mrs|ms|miss)\b)"
 )
 
@@ -228,7 +229,7 @@ def health(text: str, anchors: Anchors) -> Iterator[Span]:
         if near < len(clinical) and clinical[near] <= end + 40:
             found.append((start, end))
     for start, end in found:
-        if _PERSON_REF.search(text, max(0, start - 150), min(len(text), end + 60)):
+        if _PERSON_REF.search(text, max(0, start - 300), min(len(text), end + 60)):
             yield HEALTH, start, end
 
 
@@ -424,8 +425,9 @@ _ANCHOR_EXPRESSIONS: tuple[tuple[int, bytes], ...] = (
     ),
     (
         3,
-        rb"\b(?:diagnosed with|dx|suffers from|suffering from|treated for|history of|"
-        rb"presents with|presented with|admitted for|tested positive for|mrn|"
+        rb"\b(?:diagnosed with|diagnosed as|diagnosis of|dx|suffers from|suffering from|"
+        rb"treated for|history of|presents with|presented with|admitted for|"
+        rb"tested positive for|discharged on|started on|prescribed|mrn|"
         rb"medical record|patient (?:id|number|no)|chart (?:number|no|#))",
     ),
     (4, rb"\b(?:mr|mrs|ms|miss|mx|dr|prof|herr|frau|mme|mlle|sr|sra|srta|sig|dott|dhr|mevr)\b"),
