@@ -211,10 +211,12 @@ def code_chunks(limit: int, rng: random.Random) -> list[str]:
 
 
 def prose_chunks(limit: int, rng: random.Random) -> list[str]:
+    """Installed packages' documentation: their docs files and the long descriptions (README)
+    in their METADATA, without the header fields (author names and e-mails)."""
     site = Path(sysconfig.get_paths()["purelib"])
     files = sorted(
         p
-        for pattern in ("*.md", "*.rst", "*.txt")
+        for pattern in ("*.md", "*.rst", "*.txt", "METADATA")
         for p in site.rglob(pattern)
         if p.stat().st_size > 2000 and "LICENSE" not in p.name.upper()
     )
@@ -228,6 +230,8 @@ def _chunks(files: list[Path], limit: int, rng: random.Random) -> list[str]:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError):
             continue
+        if path.name == "METADATA":
+            text = text.partition("\n\n")[2]
         out.extend(text[i : i + CHUNK] for i in range(0, len(text) - CHUNK // 2, CHUNK))
     rng.shuffle(out)
     return out[:limit]
@@ -295,7 +299,7 @@ def main() -> int:
     rng = random.Random(args.seed)
     for name, chunks, limit in (
         ("code", code_chunks(args.chunks, rng), CODE_LIMIT),
-        ("prose", prose_chunks(args.chunks // 3, rng), PROSE_LIMIT),
+        ("prose", prose_chunks(args.chunks, rng), PROSE_LIMIT),
     ):
         fa = false_alarms(chunks)
         print(

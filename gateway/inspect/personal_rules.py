@@ -72,9 +72,10 @@ _ADDRESS_RULES = (
         r"impasse|quai|route|cours|square|passage|voie|rond-point)\s+"
         rf"(?:(?:de la|de l'|des|du|de|d'|l')\s*)?{_NAMEWORD}(?:\s+{_NAMEWORD}){{0,3}}"
     ),
-    # French street types are written in lower case: `rue Jules Jacob` needs no number.
+    # French street types (the ones that are not English words too) are written in lower
+    # case: `rue Jules Jacob` needs no number.
     re.compile(
-        r"\b(?:rue|avenue|boulevard|chemin|allée|impasse|quai|place)\s+"
+        r"\b(?:rue|chemin|allée|impasse|quai)\s+"
         rf"(?:(?:de la|de l'|des|du|de|d')\s*)?{_NAMEWORD}(?:\s+{_NAMEWORD}){{0,3}}"
     ),
     # Spanish, Italian, Portuguese: the street type first, the number after the name.
@@ -144,7 +145,7 @@ _CLINICAL = re.compile(
 )
 # After such a verb, the next words name the condition even when the vocabulary lacks it.
 _DIAGNOSED = re.compile(
-    r"(?i:\b(?:diagnosed with|diagnosed as|diagnosis of|dx:?|suffers from|suffering from|"
+    r"(?i:\b(?:diagnosed with|diagnosed as|diagnosis of|dx:|suffers from|suffering from|"
     r"treated for|history of|presents with|presented with|admitted for|tested positive for|"
     r"discharged on|started on|prescribed)\s+)"
     r"((?:stage [0-9IV]+\s+)?[\w'\-]+(?:\s+[\w'\-]+){0,2})"
@@ -177,6 +178,7 @@ _KEYED = re.compile(
     r"""\s*[:=]\s*"""
     r"""["']?([^"'\n,;{}\[\]]{2,80})"""
 )
+_STREET_VALUE = re.compile(r"\d[\w/\-]*,?\s+[A-ZÀ-Þ][a-zß-ÿ]|[A-ZÀ-Þ][a-zß-ÿ]+,?\s+\d{1,5}\b")
 _KEY_TYPES = {
     "dob": DOB,
     "birth": DOB,
@@ -262,7 +264,8 @@ def keyed(text: str) -> Iterator[Span]:
             if _DATE.search(value):
                 yield DOB, start, end
         elif kind == ADDRESS:
-            if any(ch.isdigit() for ch in value):
+            # A street value, not code (`addr: len(addr) <= 254`): a number and a name.
+            if _STREET_VALUE.search(value):
                 yield ADDRESS, start, end
         elif kind == LOCATION:
             yield LOCATION, start, end
@@ -425,7 +428,7 @@ _ANCHOR_EXPRESSIONS: tuple[tuple[int, bytes], ...] = (
     ),
     (
         3,
-        rb"\b(?:diagnosed with|diagnosed as|diagnosis of|dx|suffers from|suffering from|"
+        rb"\b(?:diagnosed with|diagnosed as|diagnosis of|dx:|suffers from|suffering from|"
         rb"treated for|history of|presents with|presented with|admitted for|"
         rb"tested positive for|discharged on|started on|prescribed|mrn|"
         rb"medical record|patient (?:id|number|no)|chart (?:number|no|#))",
