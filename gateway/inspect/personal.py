@@ -128,6 +128,10 @@ def request_parts(params: ChatParams) -> list[Part]:
     return parts
 
 
+_SHARED: dict[tuple[str, int], NerModel] = {}
+_SHARED_LOCK = threading.Lock()
+
+
 class NerModel:
     """A spaCy pipeline loaded once (`inspection.ner_model`: package name or directory), used
     from worker threads. `load` may run in the background; `entities` waits for it."""
@@ -156,6 +160,16 @@ class NerModel:
                 log.error("NER model %r could not be loaded: %s", self.name, self._error)
             finally:
                 self._loaded.set()
+
+    @classmethod
+    def shared(cls, name: str, chunk_chars: int = 2000) -> NerModel:
+        """One model per name and chunk size in the process: a config reload (a new pipeline)
+        reuses the loaded pipeline instead of loading it again."""
+        with _SHARED_LOCK:
+            model = _SHARED.get((name, chunk_chars))
+            if model is None:
+                model = _SHARED[(name, chunk_chars)] = cls(name, chunk_chars)
+            return model
 
     @property
     def ready(self) -> bool:

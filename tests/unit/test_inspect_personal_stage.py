@@ -64,9 +64,7 @@ async def test_the_tier_raises_the_classification() -> None:
     finally:
         personal.close()
     assert raised.classification == Level.CONFIDENTIAL
-    assert {"pii.person", "pii.date_of_birth", "pii.address", "phi.health"} <= set(
-        raised.detectors
-    )
+    assert {"pii.person", "pii.date_of_birth", "pii.address", "phi.health"} <= set(raised.detectors)
     assert raised.task_type == inspection.task_type
 
 
