@@ -32,10 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.bench_gateway import measure, pct, wait_for_port  # noqa: E402
+from gateway.chat import ChatMessage, ChatParams  # noqa: E402
 from gateway.config import InspectionConfig  # noqa: E402
 from gateway.inspect.personal import NerModel, PersonalTier, PersonalUnavailable  # noqa: E402
 from gateway.levels import Level  # noqa: E402
-from gateway.providers.base import ChatMessage, ChatParams  # noqa: E402
 from gateway.v1 import gateway_pb2 as pb  # noqa: E402
 from gateway.v1 import gateway_pb2_grpc  # noqa: E402
 from tests.harness import GatewayProcess, config_data, free_port, openai_model  # noqa: E402

@@ -32,12 +32,12 @@ import hyperscan
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gateway.chat import ChatMessage, ChatParams  # noqa: E402
 from gateway.config import InspectionConfig  # noqa: E402
 from gateway.inspect import Inspector, effective_level, normalize  # noqa: E402
 from gateway.inspect.detectors import BUILTINS  # noqa: E402
 from gateway.inspect.personal import PersonalTier, PersonalUnavailable  # noqa: E402
 from gateway.levels import Level  # noqa: E402
-from gateway.providers.base import ChatMessage, ChatParams  # noqa: E402
 from tests.data.personal_eval import TYPES, generate  # noqa: E402
 
 TYPE_OF = {

@@ -26,6 +26,7 @@ from gateway.config import Config
 from gateway.enforce import Dropped, Enforced, Verdict, enforce, judge
 from gateway.errors import InternalError, InvalidRequest, NoPolicy, PermissionDenied, Reason
 from gateway.inspect import Inspection, Inspector
+from gateway.inspect.personal_stage import PersonalStage
 from gateway.levels import Level
 from gateway.outcome import (
     ALLOWED,
@@ -94,6 +95,7 @@ class Pipeline:
         self.pricing = pricing
         self.settlements = Settlements()
         self.inspector = Inspector(config.inspection)
+        self.personal = PersonalStage(config.inspection, config.models)
         self._clock = clock
         self._catalogue: tuple[tuple[bool, ...], dict[str, policy_pb2.ModelInfo]] | None = None
 
@@ -228,6 +230,22 @@ class Pipeline:
         progress.policy = PolicyFacts(policy_name, revision, decision.rule)
         self.check_denied(decision, policy_name)
         candidates = [decision.model, *decision.fallbacks]
+        # Egress inspection: personal data in free text, only where a cloud candidate is still
+        # cleared; a raised classification goes back to the policy.
+        if self.personal.wanted(inspection.classification, candidates):
+            raised = await self.personal.inspect(request.params, inspection, candidates)
+            if raised is not inspection:
+                inspection = raised
+                progress.inspection = dataclasses.replace(
+                    progress.inspection,
+                    classification=inspection.classification,
+                    detectors=tuple(dict.fromkeys(inspection.detectors)),
+                )
+                context = self.context(request, inspection)
+                decision, policy_name, revision = self.decide(context, budget, now)
+                progress.policy = PolicyFacts(policy_name, revision, decision.rule)
+                self.check_denied(decision, policy_name)
+                candidates = [decision.model, *decision.fallbacks]
         verdicts = judge(
             candidates, self.config.models, inspection.classification, tenant.allowed_models
         )

@@ -21,11 +21,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from gateway.chat import ChatParams
 from gateway.config import InspectionConfig, PersonalConfig
 from gateway.inspect import personal_rules as rules
 from gateway.inspect.classification import Finding, Location
 from gateway.levels import Level
-from gateway.providers.base import ChatParams
 
 log = logging.getLogger(__name__)
 

@@ -21,12 +21,12 @@ import logging
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from gateway.chat import ChatParams
 from gateway.config import InspectionConfig, ModelConfig
 from gateway.inspect.classification import Finding
 from gateway.inspect.inspector import Inspection, effective_level
 from gateway.inspect.personal import PersonalTier, PersonalUnavailable
 from gateway.levels import Level
-from gateway.providers.base import ChatParams
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from gateway.chat import ChatMessage, ChatParams, ToolCall
 from gateway.config import InspectionConfig
 from gateway.inspect.classification import Finding, Location
 from gateway.inspect.personal import (
@@ -20,7 +21,6 @@ from gateway.inspect.personal import (
     request_parts,
 )
 from gateway.levels import Level
-from gateway.providers.base import ChatMessage, ChatParams, ToolCall
 
 EXAMPLE = (
     "Patient Maria Gonzalez, born 2/7/1961, lives at 41 Birch Lane, Springfield; diagnosed "

@@ -6,11 +6,11 @@ from typing import Any
 
 import pytest
 
+from gateway.chat import ChatMessage, ChatParams
 from gateway.config import Config, parse_config
 from gateway.inspect import Inspector
 from gateway.inspect.personal_stage import PersonalStage
 from gateway.levels import Level
-from gateway.providers.base import ChatMessage, ChatParams
 
 EXAMPLE = (
     "Patient Maria Gonzalez, born 2/7/1961, lives at 41 Birch Lane, Springfield; diagnosed "
