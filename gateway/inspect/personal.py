@@ -458,6 +458,11 @@ def clean_person(text: str, start: int, end: int) -> tuple[int, int] | None:
         if value.endswith(suffix):
             value = value[: -len(suffix)]
     value = value.rstrip(" \t\n.,;:!?'\"\u201d\u2019)")
+    # A field label the model took into the name (`Kaitlyn Allen  DOB`, `... MRN`).
+    words = value.split()
+    while len(words) > 1 and words[-1].isupper() and len(words[-1]) <= 4:
+        value = value[: value.rindex(words[-1])].rstrip()
+        words = words[:-1]
     end = start + len(value)
     if len(value) < 3 or not value[0].isupper() or value.lower() in _NOT_NAMES:
         return None

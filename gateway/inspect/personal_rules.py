@@ -161,13 +161,15 @@ _PERSON_REF = re.compile(
 )
 
 _TITLES = r"Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Herr|Frau|Mme|Mlle|Sr|Sra|Srta|Sig|Sig\.ra|Dott|Dhr|Mevr"
-_TITLED = re.compile(rf"\b(?:{_TITLES})\.?\s+((?:{_CAP}\s+){{0,2}}{_CAP})")
+# A word of a name: capitalized, then lower case (`DOB`, `MRN` after a name are not part of it).
+_PNAME = r"[A-ZÀ-Þ][a-zß-ÿ'\u2019]+(?:-[A-ZÀ-Þ][a-zß-ÿ'\u2019]+)*"
+_TITLED = re.compile(rf"\b(?:{_TITLES})\.?[ \t]+((?:{_PNAME}[ \t]+){{0,2}}{_PNAME})")
 _LABELLED = re.compile(
     r"(?i:\b(?:name|full name|patient|customer|client|employee|applicant|contact|"
     r"cardholder|account holder|insured|member|dear|attn\.?|nombre|nom|vorname|nachname|"
     r"reporter|requester|requested by|submitted by|assignee|caller|recipient|"
     r"cognome|naam)\s*[:\-,]?\s+)"
-    rf"({_CAP}(?:\s+(?:van|von|de|del|da|di|der|la|le)?\s*{_CAP}){{1,3}})"
+    rf"({_PNAME}(?:[ \t]+(?:(?:van|von|de|del|da|di|der|la|le)[ \t]+)*{_PNAME}){{1,3}})"
 )
 # `"name": "Maria Gonzalez"`, `dob=1961-02-07`, `"address": "41 Birch Lane"`.
 _KEYED = re.compile(
@@ -361,7 +363,9 @@ def organisation(text: str, end: int) -> bool:
 _POSTCODE_BEFORE = re.compile(
     r"(?:\b\d{4,5}|\b\d{4}\s?[A-Z]{2}|\b[A-Z]{1,2}\d[A-Z\d]?\s?\d[A-Z]{2}),?\s*$"
 )
-_DISPLAY_NAME = re.compile(rf"(?m)^(?:From|To|Cc|Reply-To):\s+((?:{_CAP}\s+){{0,2}}{_CAP})\s+<")
+_DISPLAY_NAME = re.compile(
+    rf"(?m)^(?:From|To|Cc|Reply-To):[ \t]+((?:{_PNAME}[ \t]+){{0,2}}{_PNAME})[ \t]+<"
+)
 
 
 def after_postcode(text: str, start: int) -> bool:
