@@ -233,7 +233,9 @@ class Pipeline:
         # Egress inspection: personal data in free text, only where a cloud candidate is still
         # cleared; a raised classification goes back to the policy.
         if self.personal.wanted(inspection.classification, candidates):
-            raised = await self.personal.inspect(request.params, inspection, candidates)
+            raised = await self.personal.inspect(
+                request.params, inspection, candidates, request.tenant
+            )
             if raised is not inspection:
                 inspection = raised
                 progress.inspection = dataclasses.replace(

@@ -43,6 +43,10 @@ class PersonalStage:
         self._models = models
         self._executor: ThreadPoolExecutor | None = None
         self._workers = inspection.personal.workers
+        # One caller cannot stall another: a tenant holds at most half the workers (at least
+        # one); its further requests wait for its own turn, not in front of everyone's.
+        self._per_tenant = max(1, self._workers // 2)
+        self._tenants: dict[str, asyncio.Semaphore] = {}
 
     def ceiling(self, classification: Level, candidates: Sequence[str]) -> Level | None:
         """The highest clearance among the chain's cloud candidates that the classification
@@ -66,19 +70,27 @@ class PersonalStage:
         return ceiling is not None and ceiling < Level.RESTRICTED
 
     async def inspect(
-        self, params: ChatParams, inspection: Inspection, candidates: Sequence[str]
+        self,
+        params: ChatParams,
+        inspection: Inspection,
+        candidates: Sequence[str],
+        tenant: str = "",
     ) -> Inspection:
         """`inspection` with the tier's findings added and the classification recomputed."""
         ceiling = self.ceiling(inspection.classification, candidates)
         full = self.mode == "always"
         loop = asyncio.get_running_loop()
+        turn = self._tenants.get(tenant)
+        if turn is None:
+            turn = self._tenants[tenant] = asyncio.Semaphore(self._per_tenant)
         try:
-            findings = await loop.run_in_executor(
-                self._pool(),
-                lambda: self.tier.scan(
-                    params, inspection.findings, ceiling=ceiling, full=full or ceiling is None
-                ),
-            )
+            async with turn:
+                findings = await loop.run_in_executor(
+                    self._pool(),
+                    lambda: self.tier.scan(
+                        params, inspection.findings, ceiling=ceiling, full=full or ceiling is None
+                    ),
+                )
         except PersonalUnavailable as exc:
             log.warning("personal-data tier could not run (%s): not cleared for the cloud", exc)
             level = Level(min(int(Level.RESTRICTED), int(ceiling or Level.INTERNAL) + 1))
