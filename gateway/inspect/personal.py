@@ -15,6 +15,7 @@ the redaction stage; they never leave the process.
 from __future__ import annotations
 
 import bisect
+import json
 import logging
 import threading
 from collections.abc import Iterable, Sequence
@@ -113,19 +114,35 @@ class Part:
 
 
 def request_parts(params: ChatParams) -> list[Part]:
-    """The free-text fields of a request, in reading order: each message's content and each
-    tool call's arguments."""
-    parts: list[Part] = []
-    base = 0
+    """Every text field of a request the provider adapters forward, in reading order: each
+    message's name, content and tool calls' arguments, the tool definitions (description, and
+    the JSON schema as `json.dumps(..., ensure_ascii=False)` text, which the offsets of a
+    `tools[i].parameters` location refer to), the response schema, the stop sequences."""
+    fields: list[tuple[str, str]] = []
     for index, message in enumerate(params.messages):
-        fields = [(f"messages[{index}].content", message.content)]
+        fields.append((f"messages[{index}].name", message.name))
+        fields.append((f"messages[{index}].content", message.content))
         for call_index, call in enumerate(message.tool_calls):
             fields.append((f"messages[{index}].tool_calls[{call_index}].arguments", call.arguments))
-        for path, text in fields:
-            if text:
-                parts.append(Part(path, text, base))
-                base += len(text) + 1
+    for index, tool in enumerate(params.tools):
+        fields.append((f"tools[{index}].description", tool.description))
+        if tool.parameters:
+            fields.append((f"tools[{index}].parameters", _json(tool.parameters)))
+    if params.response_format is not None and params.response_format.schema:
+        fields.append(("response_format.schema", _json(params.response_format.schema)))
+    for index, stop in enumerate(params.stop):
+        fields.append((f"stop[{index}]", stop))
+    parts: list[Part] = []
+    base = 0
+    for path, text in fields:
+        if text:
+            parts.append(Part(path, text, base))
+            base += len(text) + 1
     return parts
+
+
+def _json(value: object) -> str:
+    return json.dumps(value, ensure_ascii=False)
 
 
 _SHARED: dict[tuple[str, int], NerModel] = {}

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from gateway.chat import ChatMessage, ChatParams, ToolCall
+from gateway.chat import ChatMessage, ChatParams, ToolCall, ToolSpec
 from gateway.config import InspectionConfig
 from gateway.inspect.classification import Finding, Location
 from gateway.inspect.personal import (
@@ -293,3 +293,21 @@ def test_the_generated_set_is_reproducible() -> None:
             assert kind in {"person", "address", "dob", "phone", "health"}
             assert 0 <= start < end <= len(sample.text)
     assert {s.template for s in first} >= {"chat", "ticket", "csv", "json", "clinical", "email"}
+
+
+def test_tool_definitions_and_schemas_are_read(model: CountingModel) -> None:
+    params = ChatParams(
+        messages=(ChatMessage(role="user", content="Look the customer up."),),
+        tools=(
+            ToolSpec(
+                name="lookup",
+                description="Finds Ms Hannah Lindqvist, born 3 May 1990.",
+                parameters={"type": "object", "description": "DOB: 1990-05-03"},
+            ),
+        ),
+    )
+    findings = tier(model).scan(params, ceiling=Level.INTERNAL)
+    assert levels(findings)["pii.person"] == Level.CONFIDENTIAL
+    parts = {loc.part for loc in by_id(findings, "pii.date_of_birth").locations}
+    assert parts == {"tools[0].description", "tools[0].parameters"}
+    assert "1990-05-03" in values(params, by_id(findings, "pii.date_of_birth"))
