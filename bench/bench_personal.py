@@ -179,7 +179,7 @@ def gateway(rounds: int, total: int) -> None:
                 folder.mkdir()
                 processes[mode] = GatewayProcess(
                     data, folder, env={"CELGATE_LOG_LEVEL": "WARNING"}
-                ).start()
+                ).start(timeout=120)
             try:
                 addresses = {mode: p.address for mode, p in processes.items()}
                 asyncio.run(gateway_rounds(addresses, total, rounds))
