@@ -10,6 +10,7 @@ immutable `Outcome` when the request is over and hands that to telemetry and the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import AsyncGenerator
@@ -27,7 +28,9 @@ from gateway.enforce import Dropped, Enforced, Verdict, enforce, judge
 from gateway.errors import InternalError, InvalidRequest, NoPolicy, PermissionDenied, Reason
 from gateway.inspect import Inspection, Inspector
 from gateway.inspect.personal_stage import PersonalStage
+from gateway.labels import promoter_for
 from gateway.levels import Level
+from gateway.offload import Offloader
 from gateway.outcome import (
     ALLOWED,
     REROUTED,
@@ -35,8 +38,13 @@ from gateway.outcome import (
     InspectionFacts,
     PolicyFacts,
     Progress,
+    RequestFacts,
 )
 from gateway.policy import PolicyEvaluationError, PolicyStore
+from gateway.policy.deferred import Deferred
+from gateway.policy.inputs import encode as encode_inputs
+from gateway.policy.inputs import label_guard
+from gateway.policy.shadow import ShadowPolicy
 from gateway.pricing import Pricing
 from gateway.providers.dispatch import Dispatcher
 from gateway.ratelimit import TenantRateLimiter
@@ -86,6 +94,7 @@ class Pipeline:
         pricing: Pricing,
         *,
         clock: Clock = utc_now,
+        shadow: ShadowPolicy | None = None,
     ) -> None:
         self.config = config
         self.dispatcher = dispatcher
@@ -96,12 +105,20 @@ class Pipeline:
         self.settlements = Settlements()
         self.inspector = Inspector(config.inspection)
         self.personal = PersonalStage(config.inspection, config.models)
+        # Large inspections run off the event loop, bounded per tenant (invariant 7).
+        self.offloader = Offloader.from_config(config.limits)
+        # Which request labels reach telemetry and the decision log, bounded (gateway/labels.py).
+        self.labels = promoter_for(config)
         self._clock = clock
+        # A candidate policy decided beside the live one and never obeyed (policy/shadow.py).
+        self.shadow = shadow
+        self._withhold = label_guard(self.inspector)
         self._catalogue: tuple[tuple[bool, ...], dict[str, policy_pb2.ModelInfo]] | None = None
 
     async def aclose(self) -> None:
         """Close the upstream clients, let pending settlements finish, close the stores."""
         await self.dispatcher.aclose()
+        self.offloader.close()
         await self.settlements.drain()
         await self.ledger.aclose()
         await self.limiter.aclose()
@@ -205,7 +222,11 @@ class Pipeline:
             raise InvalidRequest(
                 "preferred_model", f"unknown model {request.preferred_model!r}; known: {known}"
             )
-        inspection = self.inspect(request)
+        if request.labels:
+            progress.labels = self.labels.promote(request.labels)
+        inspection = await self.offloader.run(
+            request.tenant, request_chars(request.params), lambda: self.inspect(request)
+        )
         progress.inspection = InspectionFacts(
             classification=inspection.classification,
             declared=inspection.declared,
@@ -226,6 +247,14 @@ class Pipeline:
         budget = await self.ledger.snapshot(request.tenant, request.labels, now)
         if budget.limited:
             progress.budget_utilization = budget.utilization
+        models = self.model_infos()
+        # Recorded for replay; encoded off the request's path (policy/deferred.py).
+        withhold = self._withhold
+        progress.policy_inputs = Deferred.schedule(
+            functools.partial(encode_inputs, context, budget, models, now, withhold=withhold)
+        )
+        if self.shadow is not None:
+            progress.shadow = self.shadow.defer(context, budget, models, now)
         decision, policy_name, revision = self.decide(context, budget, now)
         progress.policy = PolicyFacts(policy_name, revision, decision.rule)
         self.check_denied(decision, policy_name)
@@ -244,6 +273,14 @@ class Pipeline:
                     detectors=tuple(dict.fromkeys(inspection.detectors)),
                 )
                 context = self.context(request, inspection)
+                # Replay and the shadow policy see the inputs of the decision that counts.
+                progress.policy_inputs = Deferred.schedule(
+                    functools.partial(
+                        encode_inputs, context, budget, models, now, withhold=withhold
+                    )
+                )
+                if self.shadow is not None:
+                    progress.shadow = self.shadow.defer(context, budget, models, now)
                 decision, policy_name, revision = self.decide(context, budget, now)
                 progress.policy = PolicyFacts(policy_name, revision, decision.rule)
                 self.check_denied(decision, policy_name)
@@ -268,6 +305,12 @@ class Pipeline:
         if decision.max_output_tokens > 0:
             cap = decision.max_output_tokens
             params = dataclasses.replace(params, max_tokens=min(params.max_tokens or cap, cap))
+        if params.max_tokens is None:
+            # The cap the budget reserves for is the cap sent upstream (invariant 6).
+            params = dataclasses.replace(
+                params, max_tokens=self.config.limits.estimate_output_tokens
+            )
+        progress.request = _request_facts(params)
         return Plan(
             decision_id=progress.call.decision_id,
             request=request,
@@ -316,7 +359,9 @@ class Pipeline:
 
     async def route(self, request: ChatRequest, progress: Progress) -> tuple[Plan, Route]:
         """The dry run: the decision, and the model a call would go to now (the first
-        candidate the dispatcher would not skip) with its estimated cost."""
+        candidate the dispatcher would not skip) with its estimated cost. Rate limited by
+        the tenant's Route bucket, checked before the (possibly large) inspection."""
+        await self.limiter.check_route(request.tenant)
         plan = await self.plan(request, progress)
         model = next((m for m in plan.chain if self.dispatcher.healthy(m)), plan.chain[0])
         progress.routed = model
@@ -370,6 +415,19 @@ class Pipeline:
                 yield piece.chunk, route
 
 
+def _request_facts(params: ChatParams) -> RequestFacts:
+    response_format = params.response_format
+    return RequestFacts(
+        max_tokens=params.max_tokens,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        stop_sequences=len(params.stop),
+        output_type="json"
+        if response_format is not None and response_format.type != "text"
+        else "text",
+    )
+
+
 def _considered(progress: Progress, verdicts: list[Verdict]) -> None:
     """The policy's candidates in order, each with enforcement's refusal when refused."""
     progress.candidates = tuple(
@@ -381,6 +439,7 @@ def _considered(progress: Progress, verdicts: list[Verdict]) -> None:
 
 def _enforced(progress: Progress, enforced: Enforced) -> None:
     progress.enforced = ALLOWED if enforced.rerouted_from is None else REROUTED
+    progress.route = enforced.chain[0]
     listed = {c.model for c in progress.candidates}
     substitutes = tuple(
         Candidate(
@@ -391,6 +450,19 @@ def _enforced(progress: Progress, enforced: Enforced) -> None:
     )
     if substitutes:
         progress.candidates += substitutes
+
+
+def request_chars(params: ChatParams) -> int:
+    """The size of a request's text in characters (what inspection reads), cheaply: message
+    contents, tool calls and tool descriptions."""
+    size = 0
+    for message in params.messages:
+        size += len(message.content)
+        for call in message.tool_calls:
+            size += len(call.arguments)
+    for tool in params.tools:
+        size += len(tool.description)
+    return size
 
 
 def task_type_name(task_type: int) -> str:

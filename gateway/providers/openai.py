@@ -8,6 +8,7 @@ job, and a hidden retry would spend the caller's deadline twice.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -36,7 +37,9 @@ _FINISH: dict[str, FinishReason] = {
 class OpenAIProvider:
     """One model behind an OpenAI-compatible endpoint."""
 
-    def __init__(self, model: ModelConfig, api_key: str) -> None:
+    def __init__(self, model: ModelConfig, api_key: str, *, output_cap: int | None = None) -> None:
+        """`output_cap` is sent as the request's output limit when the caller set none: the
+        budget reserves for exactly that many output tokens, so it bounds what is billed."""
         params = dict(model.params)
         max_tokens_field = params.pop(MAX_TOKENS_PARAM, "max_tokens")
         if max_tokens_field not in _MAX_TOKENS_FIELDS:
@@ -47,6 +50,7 @@ class OpenAIProvider:
         self._model = model
         self._api_key = api_key
         self._max_tokens_field: str = max_tokens_field
+        self._output_cap = output_cap
         self._extra_body = params
         self._client = openai.AsyncOpenAI(base_url=model.base_url, api_key=api_key, max_retries=0)
 
@@ -155,8 +159,9 @@ class OpenAIProvider:
             request["temperature"] = params.temperature
         if params.top_p is not None:
             request["top_p"] = params.top_p
-        if params.max_tokens is not None:
-            request[self._max_tokens_field] = params.max_tokens
+        cap = params.max_tokens if params.max_tokens is not None else self._output_cap
+        if cap is not None:
+            request[self._max_tokens_field] = cap
         if params.stop:
             request["stop"] = list(params.stop)
         if self._extra_body:
@@ -269,7 +274,17 @@ def _result(data: Any) -> ChatResult:
         finish_reason=_finish(choice.get("finish_reason")),
         usage=_usage(data.get("usage")) or Usage(),
         response_model=data.get("model") or "",
+        response_id=_response_id(data.get("id")),
     )
+
+
+_RESPONSE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
+def _response_id(value: Any) -> str:
+    """The completion id for `gen_ai.response.id`: kept only when it looks like an id, since it
+    goes to telemetry as it came from the upstream."""
+    return value if isinstance(value, str) and _RESPONSE_ID.fullmatch(value) else ""
 
 
 class _StreamAssembler:
@@ -281,10 +296,13 @@ class _StreamAssembler:
         self._finish: FinishReason | None = None
         self._usage: Usage | None = None
         self._model = ""
+        self._id = ""
 
     def feed(self, event: ChatCompletionChunk) -> Chunk | None:
         if event.model:
             self._model = event.model
+        if event.id and not self._id:
+            self._id = _response_id(event.id)
         if event.usage is not None:
             self._usage = _usage(event.usage.model_dump())
         if not event.choices:
@@ -321,4 +339,5 @@ class _StreamAssembler:
             finish_reason=self._finish,
             usage=self._usage,
             response_model=self._model,
+            response_id=self._id,
         )

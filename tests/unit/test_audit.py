@@ -30,9 +30,16 @@ FIELDS = {
     "attempts",
     "enforcement",
     "cost_usd",
+    "cost_estimated",
     "latency_ms",
     "status",
     "reason",
+    "labels",
+    "policy_inputs",
+    "route",
+    "usage",
+    "shadow",
+    "version",
 }
 
 
