@@ -241,6 +241,20 @@ class _Span:
     attribution: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """A request after the rules: its fields, the rules' spans, the ranges the model must read."""
+
+    parts: list[Part]
+    spans: list[_Span]
+    ranges: list[tuple[int, int, int]]
+    prior: tuple[Finding, ...]
+
+    @property
+    def needs_model(self) -> bool:
+        return bool(self.ranges)
+
+
 class PersonalTier:
     """Built once from the config; `scan` is synchronous and thread-safe (run it in a worker
     thread: the model takes milliseconds)."""
@@ -281,13 +295,35 @@ class PersonalTier:
         names could lift the request above it. `full` (or mode `always`, or no ceiling): the
         model reads everything. Raises `PersonalUnavailable`.
         """
+        return self.finish(self.prepare(params, prior, ceiling=ceiling, full=full))
+
+    def prepare(
+        self,
+        params: ChatParams,
+        prior: Sequence[Finding] = (),
+        *,
+        ceiling: Level | None = None,
+        full: bool = False,
+    ) -> Scan:
+        """The rules' half of `scan` (microseconds per KB) and what the model must read;
+        `Scan.needs_model` says whether `finish` will run the model."""
         parts = request_parts(params)
-        if not parts:
-            return ()
         spans: list[_Span] = []
         for index, part in enumerate(parts):
             for detector, start, end in rules.rule_spans(part.text):
                 spans.append(_Span(detector, index, start, end))
+        ranges = (
+            self._ner_ranges(parts, spans, prior, ceiling, full or self.mode == "always")
+            if parts
+            else []
+        )
+        return Scan(parts, spans, ranges, tuple(prior))
+
+    def finish(self, scan: Scan) -> tuple[Finding, ...]:
+        """The model's half of `scan` (when `scan.needs_model`), then the combination."""
+        parts, spans, ranges, prior = scan.parts, list(scan.spans), scan.ranges, scan.prior
+        if not parts:
+            return ()
         # A model's name inside an address or a labelled city (`Parsons Gateway`, `"city":
         # "Kennedyton"`), or right after an address (`41 Birch Lane, Port Mathewberg`: the
         # town) is a place.
@@ -297,7 +333,6 @@ class PersonalTier:
             for s in spans
             if s.detector == rules.ADDRESS
         ]
-        ranges = self._ner_ranges(parts, spans, prior, ceiling, full or self.mode == "always")
         if ranges:
             spans.extend(
                 s

@@ -18,19 +18,22 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from gateway.chat import ChatParams
 from gateway.config import InspectionConfig, ModelConfig
 from gateway.inspect.classification import Finding
 from gateway.inspect.inspector import Inspection, effective_level
-from gateway.inspect.personal import PersonalTier, PersonalUnavailable
+from gateway.inspect.personal import PersonalTier, PersonalUnavailable, Scan, request_parts
 from gateway.levels import Level
 
 log = logging.getLogger(__name__)
 
 UNAVAILABLE_PREFIX = "personal."
+# Up to this many characters the rules run on the event loop (tens of microseconds); larger
+# requests take their rules to a worker thread too.
+_INLINE_CHARS = 16_384
 
 
 class PersonalStage:
@@ -84,13 +87,22 @@ class PersonalStage:
         if turn is None:
             turn = self._tenants[tenant] = asyncio.Semaphore(self._per_tenant)
         try:
-            async with turn:
-                findings = await loop.run_in_executor(
-                    self._pool(),
-                    lambda: self.tier.scan(
-                        params, inspection.findings, ceiling=ceiling, full=full or ceiling is None
-                    ),
+            # The rules run here (microseconds per KB; large texts in a worker); only the model
+            # goes to the worker threads, a tenant at a time per worker.
+            def prepare() -> Scan:
+                return self.tier.prepare(
+                    params, inspection.findings, ceiling=ceiling, full=full or ceiling is None
                 )
+
+            size = sum(len(p.text) for p in request_parts(params))
+            scan = prepare() if size <= _INLINE_CHARS else await self._offload(prepare)
+            if scan.needs_model:
+                async with turn:
+                    findings = await loop.run_in_executor(
+                        self._pool(), lambda: self.tier.finish(scan)
+                    )
+            else:
+                findings = self.tier.finish(scan)
         except PersonalUnavailable as exc:
             log.warning("personal-data tier could not run (%s): not cleared for the cloud", exc)
             level = Level(min(int(Level.RESTRICTED), int(ceiling or Level.INTERNAL) + 1))
@@ -103,6 +115,9 @@ class PersonalStage:
             findings=merged,
             classification=effective_level(inspection.declared, merged),
         )
+
+    async def _offload(self, prepare: Callable[[], Scan]) -> Scan:
+        return await asyncio.get_running_loop().run_in_executor(self._pool(), prepare)
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
