@@ -7,8 +7,10 @@
 - `always`: on every request, reading all text (findings visible to the policy every time).
 - `off`: never.
 
-The tier runs in its own thread pool (the model holds the CPU for milliseconds). When it
-cannot finish (model missing or broken, text over `inspection.personal.max_chars`) the request
+The rules run on the event loop (microseconds; requests over 16 KB in a worker thread); the
+model runs in the stage's own worker threads (it holds the CPU for milliseconds), a tenant
+using at most half of them. When the tier cannot finish (model missing or broken, text over
+`inspection.personal.max_chars`) the request
 gets a finding `personal.<reason>` one level above the highest cloud clearance: it is not
 cleared for the cloud (fail closed), and the reason is in the decision log's detectors.
 """
