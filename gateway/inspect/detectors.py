@@ -9,8 +9,11 @@ newline on both sides, so the classes also match at the ends of the text.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from gateway.config import InspectionConfig
+from gateway.inspect import national_ids, phones
 from gateway.inspect import validators as v
 from gateway.levels import Level
 
@@ -36,6 +39,8 @@ class Builtin:
     # Characters a finding keeps at its ends: the pattern's boundary characters are trimmed
     # from the location (validators that know the exact value span return it instead).
     inner: frozenset[int] = v.ALNUM
+    # Instead of `validator`: builds it from the inspection config (phone regions).
+    configure: Callable[[InspectionConfig], v.Validator] | None = None
 
 
 # Country code, check digits, then 11..30 alphanumerics in optional groups (space or dash).
@@ -59,15 +64,36 @@ _SSN = (
 _NINO = rb"[^0-9A-Za-z][A-Za-z]{2} ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-Da-d][^0-9A-Za-z]"
 # From the `@` on: a literal anchors the scan; the local part is found by walking back.
 _EMAIL = rb"@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}[^A-Za-z0-9]"
-_PHONE_INTL = rb"[^0-9A-Za-z+]\+[1-9][0-9]{0,2}(?:[ .\-]?\(?[0-9]{1,5}\)?){1,6}[^0-9A-Za-z]"
+# Phone candidates; `phones.PhoneValidator` (libphonenumber) decides. Each may end in an
+# extension (`x1234`, `ext. 12`, `#12`); every end is reported and the longest valid one counts.
+_PHONE_EXT = rb"(?:[ ]?(?:[xX#]|[eE][xX][tT]\.?|extension)[ ]?[0-9]{1,6})?"
+_PHONE_INTL = (
+    rb"[^0-9A-Za-z+/.\-](?:\+|00|011[ .\-]?)[1-9][0-9]{0,2}(?:[ .\-]?\(?[0-9]{1,8}\)?){1,6}"
+    + _PHONE_EXT
+    + rb"[^0-9A-Za-z]"
+)
 _PHONE_NANP = (
     rb"[^0-9A-Za-z+\-./](?:1[ .\-])?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .\-])"
-    rb"[2-9][0-9]{2}[ .\-][0-9]{4}[^0-9A-Za-z]"
+    rb"[2-9][0-9]{2}[ .\-][0-9]{4}" + _PHONE_EXT + rb"[^0-9A-Za-z]"
 )
 _PHONE_TRUNK = (
     rb"[^0-9A-Za-z+\-./:]\(?0[1-9][0-9]{0,3}\)?(?:[ \-][0-9]{2,8}){1,4}"
-    rb"(?:[^0-9A-Za-z\-:./]|[.][^0-9])"
+    + _PHONE_EXT
+    + rb"(?:[^0-9A-Za-z\-:./]|[.][^0-9])"
 )
+# Brazil's `(11) 98765-4321`, `86 6232-8601`: area code without a trunk zero.
+_PHONE_BR = rb"[^0-9A-Za-z+\-./:]\(?[1-9][0-9]\)? 9?[2-9][0-9]{3}-[0-9]{4}[^0-9A-Za-z\-]"
+# Shapes ids share: 7-digit local numbers, unseparated national numbers (only after a phone
+# word: `PhoneValidator(cue=True)`).
+_PHONE_LOCAL = rb"[^0-9A-Za-z+\-./:][2-9][0-9]{2}[\-.][0-9]{4}" + _PHONE_EXT + rb"[^0-9A-Za-z\-]"
+_PHONE_PLAIN = rb"[^0-9A-Za-z+\-./:][0-9]{7,12}" + _PHONE_EXT + rb"[^0-9A-Za-z\-]"
+# Ten digits in NANP groups whatever the area code; eight-digit locals (`5527 9357`).
+_PHONE_GROUPED = (
+    rb"[^0-9A-Za-z+\-./:](?:1 ?)?\(?[0-9]{3}\)?[ .\-]?[0-9]{3}[ .\-][0-9]{4}"
+    + _PHONE_EXT
+    + rb"[^0-9A-Za-z\-]"
+)
+_PHONE_EIGHT = rb"[^0-9A-Za-z+\-./:][0-9]{4}[ .\-][0-9]{4}" + _PHONE_EXT + rb"[^0-9A-Za-z\-.]"
 _IPV4 = (
     rb"[^0-9A-Za-z.][0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?:[^0-9A-Za-z.]|\.[^0-9A-Za-z])"
 )
@@ -205,9 +231,22 @@ BUILTINS: tuple[Builtin, ...] = (
         database=1,
     ),
     Builtin("pii.email_attribution", Level.INTERNAL, (), None),
-    Builtin("pii.phone", Level.CONFIDENTIAL, (_PHONE_INTL,), v.phone(8, 15), inner=v.PHONE_INNER),
-    Builtin("pii.phone", Level.CONFIDENTIAL, (_PHONE_NANP,), v.nanp_phone, inner=v.PHONE_INNER),
-    Builtin("pii.phone", Level.CONFIDENTIAL, (_PHONE_TRUNK,), v.phone(9, 12), inner=v.PHONE_INNER),
+    Builtin(
+        "pii.phone",
+        Level.CONFIDENTIAL,
+        (_PHONE_INTL, _PHONE_NANP, _PHONE_TRUNK, _PHONE_BR),
+        None,
+        configure=phones.validator,
+        inner=v.PHONE_INNER,
+    ),
+    Builtin(
+        "pii.phone",
+        Level.CONFIDENTIAL,
+        (_PHONE_LOCAL, _PHONE_PLAIN, _PHONE_GROUPED, _PHONE_EIGHT),
+        None,
+        configure=phones.cued_validator,
+        inner=v.PHONE_INNER,
+    ),
     Builtin("gov.us_ssn", R, (_SSN,), v.us_ssn, inner=v.DIGITS),
     Builtin("gov.uk_nino", R, (_NINO,), v.uk_nino),
     Builtin("fin.payment_card", R, (_CARD,), v.payment_card, inner=v.DIGITS),
@@ -320,6 +359,11 @@ BUILTINS: tuple[Builtin, ...] = (
 # Not a detector: base64 runs, decoded and scanned again by `Classifier.scan`.
 ENCODED_BASE64 = "encoded.base64"
 ENCODED = Builtin(ENCODED_BASE64, Level.PUBLIC, (_BASE64,), None, som=False, locate=v.base64_start)
+# National identifiers checked by python-stdnum (DE, FR, ES, IT, NL, IN, CA, BR).
+BUILTINS += tuple(
+    Builtin(detector, Level.RESTRICTED, (pattern,), check)
+    for detector, pattern, check in national_ids.DETECTORS
+)
 
 BUILTIN_IDS: frozenset[str] = frozenset(b.id for b in BUILTINS)
 
@@ -334,5 +378,6 @@ KINDS: dict[str, frozenset[str]] = {
 # more specific detectors is not counted: `049-01-9104` passed the SSN rules, so it is an SSN,
 # not also a phone number; a digit group inside an IBAN or a card number is not a phone.
 SUBSUMED_BY: dict[str, frozenset[str]] = {
-    "pii.phone": frozenset({"gov.us_ssn", "gov.uk_nino", "fin.payment_card", "fin.iban"}),
+    "pii.phone": frozenset({"gov.us_ssn", "gov.uk_nino", "fin.payment_card", "fin.iban"})
+    | national_ids.IDS,
 }

@@ -1,0 +1,195 @@
+"""Phone numbers: Hyperscan finds number-shaped candidates, libphonenumber (`phonenumbers`)
+decides whether each one is a telephone number of a configured region.
+
+A candidate counts when
+- libphonenumber calls it a *valid* number: international (`+CC`, `00CC`, `011 CC`) against
+  its own country's plan, national ones against any configured region;
+- or it is written in the full NANP shape (`(415) 867-5309`, `415.867.5309`, `1-800-...`):
+  a ten-digit number with its groups is a phone number to a reader even when its area code is
+  not assigned (yet);
+- or it is only *possible* (right length, local-only such as a 7-digit `867-5309`, or an
+  unassigned prefix) and a phone word (`call`, `phone`, `tel`, `mobile`, `fax`, `ext` ...)
+  stands in the 40 characters before it.
+
+Extensions (`x1234`, `ext. 12`, `#12`) are part of the candidate and parsed as extensions.
+Never counted: a ZIP+4 code (`02110-1301`, five digits, a dash, four digits: the US postal
+format, found in every GPL header), NANP 555-0100..0199 (reserved for fiction).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+
+import phonenumbers
+from phonenumbers import NumberParseException, PhoneNumber, ValidationResult
+
+from gateway.config import DEFAULT_PHONE_REGIONS, InspectionConfig
+
+DEFAULT_REGIONS = DEFAULT_PHONE_REGIONS
+
+_CUE = re.compile(
+    rb"(?i)\b(?:phone|tel\b|tel\.|telephone|call|cell|mobile|mob\b|fax|contact|reach|"
+    rb"text\s+me|whatsapp|ext\b|ext\.|hotline|dial|ph\b|ph\.|t\xc3\xa9l|"
+    rb"telefon|tel\xc3\xa9fono|telefono|celular|\xe2\x98\x8e)"
+)
+# `July 06 1956` is a date; `ISSN 0377-0427`, `ISBN ...`, `version 1 234 5678` are not phones.
+_NOT_PHONE_BEFORE = re.compile(
+    rb"(?i)(?:\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?,?|"
+    rb"\b(?:issn|isbn|doi|pages?|pp\.|version|ver\.|v))\s*[:.]?\s*$"
+)
+_DATE_SHAPE = re.compile(rb"[0-9]{1,2}[\-/.][0-9]{1,2}[\-/.][0-9]{2,4}")
+_ZIP4 = re.compile(rb"[0-9]{5}-[0-9]{4}")
+_NANP_SHAPE = re.compile(
+    rb"(?:(?:\+|00|011[ .\-]?)?1[ .\-]?)?"
+    rb"(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .\-])[2-9][0-9]{2}[ .\-][0-9]{4}"
+)
+_EXTENSION = re.compile(rb"(?i)\s*(?:x|ext\.?|extension|#)\s*([0-9]{1,6})$")
+_CORE_CHARS = frozenset(b"0123456789+()")
+
+
+def _core(data: bytes, start: int, end: int) -> tuple[int, int]:
+    """The candidate without the boundary characters its pattern consumed."""
+    while start < end and data[start] not in _CORE_CHARS:
+        start += 1
+    while end > start and data[end - 1] not in _CORE_CHARS and not data[end - 1 : end].isalpha():
+        end -= 1
+    return start, end
+
+
+def _inside_number(data: bytes, start: int, end: int) -> bool:
+    """The candidate continues a number (`1.519 829 846 0570`: a column of a numeric table)
+    or is the integer part of a decimal (`+35236450.6`)."""
+    before = data[start - 1 : start] if start > 0 else b""
+    if data[start : start + 1] == b" " and (
+        before.isdigit() or (before == b"." and data[start - 2 : start - 1].isdigit())
+    ):
+        return True
+    return data[end - 1 : end] == b"." and data[end : end + 1].isdigit()
+
+
+def check_regions(regions: Iterable[str]) -> tuple[str, ...]:
+    """The configured regions, upper-cased; ValueError naming an unknown one."""
+    known = phonenumbers.SUPPORTED_REGIONS
+    out = []
+    for index, region in enumerate(regions):
+        code = region.strip().upper()
+        if code not in known:
+            raise ValueError(
+                f"inspection.phone_regions[{index}]: {region!r} is not a region libphonenumber"
+                " knows (use ISO 3166-1 alpha-2 codes such as US, GB, DE)"
+            )
+        out.append(code)
+    return tuple(out)
+
+
+class PhoneValidator:
+    """The `pii.phone` validator for one set of regions. Thread-safe (no state per call)."""
+
+    def __init__(self, regions: Sequence[str] = DEFAULT_REGIONS, *, cue: bool = False) -> None:
+        self.regions = check_regions(regions) or DEFAULT_REGIONS
+        # Shapes that ids and codes share (unseparated national numbers, 7-digit locals):
+        # counted only after a phone word, however valid the digits are.
+        self.cue = cue
+
+    def __call__(self, data: bytes, start: int, end: int) -> bool:
+        if _inside_number(data, start, end):
+            return False
+        start, end = _core(data, start, end)
+        if end - start < 7:
+            return False
+        text = data[start:end]
+        if _ZIP4.fullmatch(text) or _NOT_PHONE_BEFORE.search(data, max(0, start - 12), start):
+            return False
+        number = text
+        ext = _EXTENSION.search(text)
+        if ext is not None:
+            number = text[: ext.start()]
+        digits = bytes(b for b in number if 48 <= b <= 57)
+        if len(digits) == 11 and digits.startswith(b"1"):
+            digits = digits[1:]
+        if (len(digits) == 10 and digits[3:6] == b"555" and digits[6:8] == b"01") or (
+            len(digits) == 7 and digits.startswith(b"55501")
+        ):
+            return False
+        if _DATE_SHAPE.fullmatch(number):
+            return False
+        cued: bool | None = None
+        if self.cue or len(digits) < 8:
+            # Short numbers and id-like shapes need a phone word (or a phone column).
+            cued = self._cued(data, start)
+            if not cued:
+                return False
+        possible = False
+        for parsed in self._parses(text.decode("ascii", "replace")):
+            if phonenumbers.is_valid_number(parsed):
+                return True
+            reason = phonenumbers.is_possible_number_with_reason(parsed)
+            if reason in (ValidationResult.IS_POSSIBLE, ValidationResult.IS_POSSIBLE_LOCAL_ONLY):
+                possible = True
+        if not possible:
+            return False
+        if _NANP_SHAPE.fullmatch(number.strip()) or number.startswith(b"+"):
+            # Written in full NANP groups, or in E.164 form with its `+`: no id looks so.
+            return True
+        return cued if cued is not None else self._cued(data, start)
+
+    @staticmethod
+    def _cued(data: bytes, start: int) -> bool:
+        """A phone word in the 40 bytes before the number, or the number sits in a delimited
+        table's column whose header is a phone word (a CSV export)."""
+        if _CUE.search(data, max(0, start - 40), start) is not None:
+            return True
+        return _csv_phone_column(data, start + 1)
+
+    def _parses(self, text: str) -> list[PhoneNumber]:
+        stripped = text.lstrip("(")
+        if stripped.startswith("+"):
+            regions: tuple[str | None, ...] = (None,)
+        elif stripped.startswith(("00", "011 ", "011-", "011.")):
+            # International dialling prefixes: the region that uses it is the caller's.
+            regions = ("DE",) if stripped.startswith("00") else ("US",)
+        else:
+            regions = self.regions
+        out = []
+        for region in regions:
+            try:
+                out.append(phonenumbers.parse(text, region))
+            except NumberParseException:
+                continue
+        return out
+
+
+def validator(config: InspectionConfig) -> PhoneValidator:
+    return PhoneValidator(config.phone_regions)
+
+
+def cued_validator(config: InspectionConfig) -> PhoneValidator:
+    return PhoneValidator(config.phone_regions, cue=True)
+
+
+def _csv_phone_column(data: bytes, start: int) -> bool:
+    line_start = data.rfind(b"\n", 0, start) + 1
+    line_end = data.find(b"\n", start)
+    line = data[line_start : line_end if line_end >= 0 else len(data)]
+    for sep in (b",", b";", b"\t", b"|"):
+        cells = line.count(sep)
+        if cells < 2:
+            continue
+        column = data.count(sep, line_start, start)
+        # The nearest line above with as many separators, within 64 lines: the header.
+        end = line_start - 1
+        for _ in range(64):
+            if end <= 0:
+                break
+            begin = data.rfind(b"\n", 0, end) + 1
+            row = data[begin:end]
+            if row.count(sep) == cells:
+                header = row.split(sep)[column]
+                if _CUE.search(header) and not any(48 <= b <= 57 for b in header):
+                    return True
+            elif row.count(sep) != cells:
+                break
+            end = begin - 1
+        return False
+    return False
