@@ -97,7 +97,7 @@ class Pipeline:
         self.settlements = Settlements()
         self.inspector = Inspector(config.inspection)
         # Which request labels reach telemetry and the decision log, bounded (gateway/labels.py).
-        self.labels = promoter_for(config)
+        self.labels = promoter_for(config, self.inspector.is_clean)
         self._clock = clock
         self._catalogue: tuple[tuple[bool, ...], dict[str, policy_pb2.ModelInfo]] | None = None
 
