@@ -67,6 +67,8 @@ class Attempt:
     cost_usd: float = 0.0
     response_model: str = ""
     finish_reason: str = ""
+    # The cost is an estimate of what was relayed (a stream that ended early without usage).
+    cost_estimated: bool = False
     response_id: str = ""  # the provider's completion id, when it sends one
     # Streams: seconds from sending the request to the first chunk; None for a unary call.
     time_to_first_chunk_s: float | None = None
@@ -191,6 +193,8 @@ class Outcome:
     model: str | None  # the model that answered
     attempts: tuple[Attempt, ...]
     cost_usd: float
+    # Part of the cost is an estimate (a stream ended early and no usage arrived).
+    cost_estimated: bool = False
     # The request's promoted labels (telemetry.labels), values already bounded (gateway/labels.py).
     labels: Mapping[str, str] = field(default_factory=dict)
     request: RequestFacts | None = None
@@ -250,7 +254,9 @@ class Progress:
             routed=self.routed,
             model=self.model,
             attempts=attempts,
-            cost_usd=sum((a.cost_usd for a in attempts if a.error is None), 0.0),
+            # Answered attempts, and streams charged for what they relayed before ending.
+            cost_usd=sum((a.cost_usd for a in attempts), 0.0),
+            cost_estimated=any(a.cost_estimated for a in attempts),
             labels=self.labels,
             request=self.request,
         )

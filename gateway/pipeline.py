@@ -28,6 +28,7 @@ from gateway.errors import InternalError, InvalidRequest, NoPolicy, PermissionDe
 from gateway.inspect import Inspection, Inspector
 from gateway.labels import promoter_for
 from gateway.levels import Level
+from gateway.offload import Offloader
 from gateway.outcome import (
     ALLOWED,
     REROUTED,
@@ -96,6 +97,8 @@ class Pipeline:
         self.pricing = pricing
         self.settlements = Settlements()
         self.inspector = Inspector(config.inspection)
+        # Large inspections run off the event loop, bounded per tenant (invariant 7).
+        self.offloader = Offloader.from_config(config.limits)
         # Which request labels reach telemetry and the decision log, bounded (gateway/labels.py).
         self.labels = promoter_for(config, self.inspector.is_clean)
         self._clock = clock
@@ -104,6 +107,7 @@ class Pipeline:
     async def aclose(self) -> None:
         """Close the upstream clients, let pending settlements finish, close the stores."""
         await self.dispatcher.aclose()
+        self.offloader.close()
         await self.settlements.drain()
         await self.ledger.aclose()
         await self.limiter.aclose()
@@ -209,7 +213,9 @@ class Pipeline:
             )
         if request.labels:
             progress.labels = self.labels.promote(request.labels)
-        inspection = self.inspect(request)
+        inspection = await self.offloader.run(
+            request.tenant, request_chars(request.params), lambda: self.inspect(request)
+        )
         progress.inspection = InspectionFacts(
             classification=inspection.classification,
             declared=inspection.declared,
@@ -254,6 +260,11 @@ class Pipeline:
         if decision.max_output_tokens > 0:
             cap = decision.max_output_tokens
             params = dataclasses.replace(params, max_tokens=min(params.max_tokens or cap, cap))
+        if params.max_tokens is None:
+            # The cap the budget reserves for is the cap sent upstream (invariant 6).
+            params = dataclasses.replace(
+                params, max_tokens=self.config.limits.estimate_output_tokens
+            )
         progress.request = _request_facts(params)
         return Plan(
             decision_id=progress.call.decision_id,
@@ -303,7 +314,9 @@ class Pipeline:
 
     async def route(self, request: ChatRequest, progress: Progress) -> tuple[Plan, Route]:
         """The dry run: the decision, and the model a call would go to now (the first
-        candidate the dispatcher would not skip) with its estimated cost."""
+        candidate the dispatcher would not skip) with its estimated cost. Rate limited by
+        the tenant's Route bucket, checked before the (possibly large) inspection."""
+        await self.limiter.check_route(request.tenant)
         plan = await self.plan(request, progress)
         model = next((m for m in plan.chain if self.dispatcher.healthy(m)), plan.chain[0])
         progress.routed = model
@@ -391,6 +404,19 @@ def _enforced(progress: Progress, enforced: Enforced) -> None:
     )
     if substitutes:
         progress.candidates += substitutes
+
+
+def request_chars(params: ChatParams) -> int:
+    """The size of a request's text in characters (what inspection reads), cheaply: message
+    contents, tool calls and tool descriptions."""
+    size = 0
+    for message in params.messages:
+        size += len(message.content)
+        for call in message.tool_calls:
+            size += len(call.arguments)
+    for tool in params.tools:
+        size += len(tool.description)
+    return size
 
 
 def task_type_name(task_type: int) -> str:

@@ -254,7 +254,8 @@ class Recorder:
             point[ERROR_TYPE] = error
         instruments.operation_duration.record(attempt.duration_s, point)
         inspection = outcome.inspection
-        if error is None:
+        # Answered attempts, and streams charged for what they relayed before they ended.
+        if error is None or attempt.cost_usd:
             instruments.cost.add(
                 attempt.cost_usd,
                 {
@@ -285,11 +286,12 @@ class Recorder:
                 attributes[GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cached_input_tokens
             if usage.reasoning_tokens:
                 attributes[GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
-        if error is None:
-            # The attempt's cost, here and only here (see names.GEN_AI_USAGE_COST).
+        if error is None or attempt.cost_usd:
+            # The attempt's cost, here and only here (see names.GEN_AI_USAGE_COST); a stream
+            # that ended early is charged for what it relayed.
             attributes[GEN_AI_USAGE_COST] = attempt.cost_usd
             attributes[CELGATE_COST_CURRENCY] = COST_CURRENCY
-        else:
+        if error is not None:
             attributes[ERROR_TYPE] = error
         span = self.tracer.start_span(
             model.span_name,
