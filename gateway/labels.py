@@ -100,7 +100,10 @@ def content_screen(inspection: InspectionConfig) -> Screen:
     return screen
 
 
-def promoter_for(config: Config) -> LabelPromoter:
+def promoter_for(config: Config, screen: Screen | None = None) -> LabelPromoter:
+    """The configured promoter; `screen` defaults to a fresh `content_screen` (the gateway
+    passes its inspector's, which is already compiled)."""
     labels = config.telemetry.labels
-    screen = content_screen(config.inspection) if labels.promote else None
+    if labels.promote and screen is None:
+        screen = content_screen(config.inspection)
     return LabelPromoter(labels.promote, labels.max_values, screen)

@@ -108,7 +108,7 @@ class Pipeline:
         # Large inspections run off the event loop, bounded per tenant (invariant 7).
         self.offloader = Offloader.from_config(config.limits)
         # Which request labels reach telemetry and the decision log, bounded (gateway/labels.py).
-        self.labels = promoter_for(config)
+        self.labels = promoter_for(config, self.inspector.is_clean)
         self._clock = clock
         # A candidate policy decided beside the live one and never obeyed (policy/shadow.py).
         self.shadow = shadow

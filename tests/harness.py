@@ -125,7 +125,9 @@ class GatewayProcess:
         self._env = {**os.environ, **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def start(self, timeout: float = 20.0) -> GatewayProcess:
+    # Generous: only a failing start-up waits it out, and a full suite on a shared 2-core
+    # machine has seen a healthy child take more than 20 s to import and bind.
+    def start(self, timeout: float = 60.0) -> GatewayProcess:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "gateway.cli", "serve", "--config", str(self.config_path)],
@@ -134,7 +136,12 @@ class GatewayProcess:
             env=self._env,
             cwd=ROOT,
         )
-        self.wait_serving(timeout)
+        try:
+            self.wait_serving(timeout)
+        except BaseException:
+            # `with` never reaches __exit__ when start-up fails: do not leave the child running.
+            self.__exit__()
+            raise
         return self
 
     def health(self) -> int:

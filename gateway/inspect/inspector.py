@@ -53,6 +53,11 @@ class Inspector:
     def detector_levels(self) -> dict[str, Level]:
         return self._classifier.detector_levels
 
+    def is_clean(self, text: str) -> bool:
+        """True when no pattern-tier detector finds anything in `text` (a short value such as
+        a request label, not a request). Raises like `inspect` when a detector fails."""
+        return not self._classifier.scan(normalize.to_bytes(text))
+
     def inspect(
         self, params: ChatParams, *, declared: Level | None = None, task_hint: int = 0
     ) -> Inspection:

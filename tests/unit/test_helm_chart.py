@@ -752,9 +752,9 @@ def test_every_profile_validates_against_the_minimum_kubernetes_version() -> Non
         for doc in profile_docs(profile):
             validate_manifest(doc, f"{major}.{minor}")
     # The API before the feature gate existed does not know the preStop sleep action at all.
-    container = gateway(profile_docs("default"))
+    deployment = gateway(profile_docs("default"))
     with pytest.raises(kubernetes_validate.ValidationError, match="sleep"):
-        kubernetes_validate.validate(container, f"{major}.{minor - 2}", strict=True)
+        kubernetes_validate.validate(deployment, f"{major}.{minor - 2}", strict=True)
 
 
 def test_readme_states_the_same_minimum() -> None:
