@@ -22,7 +22,9 @@ $(VENV)/.synced: $(UV) pyproject.toml uv.lock
 run: $(VENV)/.synced
 	$(BIN)/celgate serve --config $(CONFIG)
 
-test: $(VENV)/.synced redis lint typecheck unit
+# Everything: lint, types, unit and integration tests.
+test: $(VENV)/.synced redis lint typecheck
+	$(BIN)/pytest -q
 
 # The budget and rate-limit tests start real redis-server processes (Debian's package).
 redis:
@@ -40,8 +42,9 @@ lint: $(VENV)/.synced
 typecheck: $(VENV)/.synced
 	$(BIN)/mypy
 
+# The unit tests only (no servers on loopback): the quick loop while developing.
 unit: $(VENV)/.synced
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not integration"
 
 proto: $(VENV)/.synced
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. \

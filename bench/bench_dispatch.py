@@ -1,4 +1,4 @@
-"""Enforcement and dispatch figures (issue 5).
+"""Enforcement and dispatch figures.
 
 1. Bookkeeping per request, in-process: `enforce(...)` on the policy's chain, the health read
    the policy's `models` variable takes (`Dispatcher.healthy` for every alias, which consults
@@ -26,17 +26,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gateway.chat import ChatMessage, ChatParams, ChatResult, Chunk, Usage
 from gateway.config import Config
 from gateway.enforce import enforce
 from gateway.levels import Level
-from gateway.providers.base import (
-    ChatMessage,
-    ChatParams,
-    ChatResult,
-    Chunk,
-    UpstreamError,
-    Usage,
-)
+from gateway.providers.base import UpstreamError
 from gateway.providers.dispatch import Dispatcher
 from gateway.v1 import gateway_pb2 as pb
 from tests.fakes._server import refused_url

@@ -13,9 +13,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from gateway.chat import ChatMessage, ChatParams
 from gateway.config import InspectionConfig
 from gateway.inspect import Inspector
-from gateway.providers.base import ChatMessage, ChatParams
 
 PROSE = (
     "We are migrating the billing service to the new cluster next quarter. The team reviewed "

@@ -1,6 +1,6 @@
 """Policy engine figures: per-decision evaluation of the default policy, and compile time of a
 generated 200-match policy. Plain script: `.venv/bin/python bench/bench_policy.py`.
-Targets (issue 3): p50 <= 20 us per evaluation, compile < 200 ms.
+Targets: p50 <= 20 us per evaluation, compile < 200 ms.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """The per-request cost of telemetry (spans, metrics) and the decision log, against the same
 run with them off.
 
-1. recorder: exactly the telemetry calls one successful Chat makes (SERVER span continuing a
-   caller's traceparent, one CLIENT span, six metric updates, one decision-log line), on vs off,
-   in a tight loop. "On" is the production set-up: the SDK's batching processor and periodic
-   metric reader with exporters that accept everything (no network), the decision log to a file.
+1. recorder: exactly the telemetry work of one successful Chat (its outcome record built and
+   recorded: SERVER span continuing a caller's traceparent, one CLIENT span, six metric updates,
+   one decision-log line), on vs off, in a tight loop. "On" is the production set-up: the SDK's
+   batching processor and periodic metric reader with exporters that accept everything (no
+   network), the decision log to a file.
    "Off" is what runs with no OTEL_* endpoint and `audit.decision_log: off`.
 2. gateway: the same Chat sent through an in-process gateway over a real gRPC channel to the
    Ollama fake, alternating rounds between a gateway with telemetry on and one with it off.
@@ -39,9 +40,18 @@ from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gateway.audit import DecisionLog
+from gateway.chat import Usage
 from gateway.config import Config
 from gateway.levels import Level
-from gateway.providers.base import Usage
+from gateway.outcome import (
+    Attempt,
+    Call,
+    Candidate,
+    Ending,
+    InspectionFacts,
+    PolicyFacts,
+    Progress,
+)
 from gateway.server import running
 from gateway.telemetry import CountingBatchSpanProcessor, DropCounter, Telemetry
 from gateway.v1 import gateway_pb2 as pb
@@ -50,6 +60,7 @@ from tests.fakes.ollama_server import FakeOllama
 from tests.harness import make_config, ollama_model
 
 TRACEPARENT = (("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),)
+SERVICE = "gateway.v1.GatewayService"
 
 
 class AcceptingSpanExporter(SpanExporter):
@@ -93,19 +104,30 @@ def telemetry_off(config: Config) -> Telemetry:
     return Telemetry(config.models)
 
 
+OK = Ending("OK", 0, False)
+
+
 def one_request(telemetry: Telemetry, budget: policy_pb2.BudgetState, usage: Usage) -> None:
-    """The calls the pipeline and the service make for one successful Chat."""
-    observation = telemetry.observe("Chat", TRACEPARENT)
-    observation.authenticated("acme")
-    observation.inspected(Level.CONFIDENTIAL, None, ("pii.email",), "question_answering", 0.3)
-    observation.budget(budget)
-    observation.decided("routing", "c0e448a79751", "routing/3")
-    observation.considered([("local", None), ("cloud", ("DATA_RESIDENCY", "not cleared"))])
-    observation.enforced(("local",), None)
-    observation.attempt_started("local")
-    observation.attempt_succeeded("local", usage, 0.0)
-    observation.answered("local", "llama3.1:8b", "stop")
-    observation.finish(grpc.StatusCode.OK)
+    """What the service and the pipeline do for telemetry in one successful Chat: start the
+    call, keep each stage's facts, freeze the outcome and record it."""
+    progress = Progress(
+        Call.start("Chat", service=SERVICE, system="grpc", carrier=dict(TRACEPARENT))
+    )
+    progress.tenant = "acme"
+    progress.inspection = InspectionFacts(
+        Level.CONFIDENTIAL, None, ("pii.email",), "question_answering", 0.3
+    )
+    if budget.limited:
+        progress.budget_utilization = budget.utilization
+    progress.policy = PolicyFacts("routing", "c0e448a79751", "routing/3")
+    progress.candidates = (Candidate("local", True), Candidate("cloud", False, "not cleared"))
+    progress.blocked = (("cloud", "DATA_RESIDENCY"),)
+    progress.enforced = "allowed"
+    progress.attempts.append(
+        Attempt("local", None, time.time_ns(), 0.001, usage, 0.0, "llama3.1:8b", "stop")
+    )
+    progress.model = "local"
+    telemetry.record(progress.outcome(OK))
 
 
 def bench_primitives(config: Config, log_dir: Path, count: int = 20_000) -> tuple[float, float]:
@@ -120,7 +142,7 @@ def bench_primitives(config: Config, log_dir: Path, count: int = 20_000) -> tupl
     span_us = (time.perf_counter() - start) / count * 1e6
     start = time.perf_counter()
     for _ in range(count):
-        telemetry.token_usage.record(10, point)
+        telemetry.instruments.token_usage.record(10, point)
     record_us = (time.perf_counter() - start) / count * 1e6
     telemetry.shutdown()
     return span_us, record_us

@@ -15,9 +15,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gateway.chat import ChatMessage, ChatParams  # noqa: E402
 from gateway.config import InspectionConfig  # noqa: E402
 from gateway.inspect import Inspector  # noqa: E402
-from gateway.providers.base import ChatMessage, ChatParams  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
 RECALL_TARGET = 0.98

@@ -1,8 +1,9 @@
 """The decision log: one JSON line per request, for the security team's audit of every routing
-decision (issue 8). A line says who asked, what the inspection found (detector ids and levels,
-never matched values), which policy revision and rule decided, which candidates were considered
-and why any were dropped, which model answered after how many attempts, what it cost and how the
-request ended, including requests that were refused (policy deny, residency, budget).
+decision (docs/architecture.md, "The decision log"). A line says who asked, what the inspection
+found (detector ids and levels, never matched values), which policy revision and rule decided,
+which candidates were considered and why any were dropped, which model answered after how many
+attempts, what it cost and how the request ended, including requests that were refused (policy
+deny, residency, budget).
 
 Lines are written synchronously and flushed one by one: an audit record must not sit in a
 buffer when the process dies, and one small `write` is a few microseconds. A failed write is
@@ -16,9 +17,11 @@ import logging
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
+
+from gateway.outcome import Attempt, Candidate, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -28,29 +31,10 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
 @dataclass(frozen=True, slots=True)
-class Candidate:
-    """A model the policy named: kept in the chain, or dropped by enforcement with the reason
-    (a sentence naming the model and the levels, never content)."""
-
-    model: str
-    allowed: bool
-    reason: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class AttemptRecord:
-    """One upstream attempt (or a candidate skipped because its budget could not be reserved):
-    `error` is the failure kind (`timeout`, `server`, `budget`...), None when it answered."""
-
-    model: str
-    error: str | None
-    duration_ms: float
-
-
-@dataclass(slots=True)
 class DecisionRecord:
-    """The fields of one decision-log line; None where the request never reached that stage
-    (an unauthenticated call has no tenant, a policy deny has no model)."""
+    """The fields of one decision-log line, taken from the request's `Outcome`; None where the
+    request never reached that stage (an unauthenticated call has no tenant, a policy deny has
+    no model)."""
 
     decision_id: str
     time: str  # request start, RFC 3339 UTC
@@ -59,20 +43,51 @@ class DecisionRecord:
     tenant: str | None = None
     classification: str | None = None  # effective: max(declared, detected)
     declared_classification: str | None = None
-    detectors: list[str] = field(default_factory=list)
+    detectors: tuple[str, ...] = ()
     task_type: str | None = None
     complexity: float | None = None
     policy_name: str | None = None
     policy_revision: str | None = None
     rule: str | None = None
-    candidates: list[Candidate] = field(default_factory=list)
+    candidates: tuple[Candidate, ...] = ()
     model: str | None = None
-    attempts: list[AttemptRecord] = field(default_factory=list)
+    # Every candidate the dispatcher reached: `error` is the failure kind (`timeout`,
+    # `server`...) or skip reason (`budget`, `circuit_open`...), None when it answered.
+    attempts: tuple[Attempt, ...] = ()
     enforcement: str | None = None  # allowed, rerouted or denied
     cost_usd: float = 0.0
     latency_ms: float = 0.0
     status: str = "OK"  # the gRPC status code name
     reason: str | None = None  # the ErrorInfo reason when the request failed
+
+    @classmethod
+    def of(cls, outcome: Outcome, trace_id: str | None) -> DecisionRecord:
+        inspection = outcome.inspection
+        policy = outcome.policy
+        declared = inspection.declared if inspection is not None else None
+        return cls(
+            decision_id=outcome.call.decision_id,
+            time=outcome.call.started.isoformat(timespec="milliseconds"),
+            rpc=outcome.call.rpc,
+            trace_id=trace_id,
+            tenant=outcome.tenant,
+            classification=inspection.classification.name if inspection is not None else None,
+            declared_classification=declared.name if declared is not None else None,
+            detectors=inspection.detectors if inspection is not None else (),
+            task_type=inspection.task_type if inspection is not None else None,
+            complexity=inspection.complexity if inspection is not None else None,
+            policy_name=policy.name if policy is not None else None,
+            policy_revision=policy.revision if policy is not None else None,
+            rule=policy.rule if policy is not None else None,
+            candidates=outcome.candidates,
+            model=outcome.model,
+            attempts=outcome.attempts,
+            enforcement=outcome.enforcement,
+            cost_usd=outcome.cost_usd,
+            latency_ms=round(outcome.duration_s * 1000, 3),
+            status=outcome.status,
+            reason=outcome.error,
+        )
 
     def to_json(self) -> str:
         # Spelled out rather than dataclasses.asdict, which deep-copies every value and cost
@@ -85,7 +100,7 @@ class DecisionRecord:
             "tenant": self.tenant,
             "classification": self.classification,
             "declared_classification": self.declared_classification,
-            "detectors": self.detectors,
+            "detectors": list(self.detectors),
             "task_type": self.task_type,
             "complexity": self.complexity,
             "policy_name": self.policy_name,
@@ -97,7 +112,11 @@ class DecisionRecord:
             ],
             "model": self.model,
             "attempts": [
-                {"model": a.model, "error": a.error, "duration_ms": a.duration_ms}
+                {
+                    "model": a.model,
+                    "error": a.error,
+                    "duration_ms": round(a.duration_s * 1000, 3) if a.called else 0.0,
+                }
                 for a in self.attempts
             ],
             "enforcement": self.enforcement,

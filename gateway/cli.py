@@ -38,7 +38,7 @@ def _policy(args: argparse.Namespace, out: TextIO) -> int:
     from gateway.policy import run_check, run_test
 
     run = run_check if args.policy_command == "check" else run_test
-    return run(Path(args.dir), out)
+    return run(Path(args.dir), out, [Path(p) for p in args.descriptors])
 
 
 def _costs(args: argparse.Namespace, out: TextIO) -> int:
@@ -153,6 +153,14 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         cmd = policy_sub.add_parser(name, help=text)
         cmd.add_argument("dir", nargs="?", default="policies", metavar="DIR")
+        cmd.add_argument(
+            "--descriptors",
+            action="append",
+            default=[],
+            metavar="PATH",
+            help="message types for suites with a config.yaml: a FileDescriptorSet, a .proto "
+            "file or a folder of .proto files (repeatable)",
+        )
 
     costs = sub.add_parser("costs", help="print spend from the budget ledger")
     costs.add_argument("--config", default=DEFAULT_CONFIG)

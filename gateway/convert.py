@@ -1,4 +1,6 @@
-"""Translation between the API's protos and the pipeline's plain types, with validation.
+"""Translation between the gRPC API's protos and the pipeline's plain values (gateway/chat.py),
+with validation: the only module that knows both. Another surface (HTTP JSON) maps its own wire
+format to the same values, and its validation should name fields the same way.
 
 Every problem raises `InvalidRequest` naming the field (`messages[2].role`) and what to fix;
 messages never quote the caller's content.
@@ -7,16 +9,12 @@ messages never quote the caller's content.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.config import LimitsConfig
-from gateway.errors import InvalidRequest
-from gateway.levels import Level
-from gateway.providers.base import (
+from gateway.chat import (
     ChatMessage,
     ChatParams,
+    ChatRequest,
     ChatResult,
     Chunk,
     ResponseFormat,
@@ -26,8 +24,15 @@ from gateway.providers.base import (
     ToolSpec,
     Usage,
 )
+from gateway.config import LimitsConfig
+from gateway.errors import InvalidRequest
+from gateway.levels import Level
 from gateway.v1 import gateway_pb2 as pb
 from gateway.v1 import policy_pb2
+
+if TYPE_CHECKING:
+    from gateway.chat import Route
+    from gateway.pipeline import Plan
 
 # The three request messages share field names and numbers (see gateway.proto).
 AnyChatRequest = pb.ChatRequest | pb.ChatStreamRequest | pb.RouteRequest
@@ -51,17 +56,7 @@ _FINISH = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class GatewayRequest:
-    """One validated request as the pipeline sees it."""
-
-    params: ChatParams
-    tenant: str = "default"
-    task_hint: int = 0  # gateway.v1.TaskType; 0 = infer
-    declared: Level | None = None
-    preferred_model: str = ""
-    labels: Mapping[str, str] = field(default_factory=dict)
-    streaming: bool = False
+_LOCATIONS = {"on_prem": policy_pb2.LOCATION_ON_PREM, "cloud": policy_pb2.LOCATION_CLOUD}
 
 
 def _json_object(text: str, where: str) -> dict[str, Any]:
@@ -124,9 +119,9 @@ def _response_format(fmt: pb.ResponseFormat) -> ResponseFormat | None:
     )
 
 
-def to_gateway_request(
+def to_chat_request(
     request: AnyChatRequest, limits: LimitsConfig, *, tenant: str, streaming: bool
-) -> GatewayRequest:
+) -> ChatRequest:
     """Validate a Chat, ChatStream or Route request and translate it."""
     if not request.messages:
         raise InvalidRequest("messages", "at least one message is required")
@@ -178,7 +173,7 @@ def to_gateway_request(
         max_tokens=request.max_tokens if request.HasField("max_tokens") else None,
         stop=tuple(request.stop),
     )
-    return GatewayRequest(
+    return ChatRequest(
         params=params,
         tenant=tenant,
         task_hint=request.task_type,
@@ -202,17 +197,54 @@ def tool_calls_pb(calls: tuple[ToolCall, ...]) -> list[pb.ToolCall]:
     return [pb.ToolCall(id=c.id, name=c.name, arguments=c.arguments) for c in calls]
 
 
-def chat_response_pb(result: ChatResult, route: pb.RouteInfo) -> pb.ChatResponse:
+def route_info_pb(route: Route) -> pb.RouteInfo:
+    return pb.RouteInfo(
+        model=route.model,
+        provider=route.provider,
+        upstream_model=route.upstream_model,
+        location=_LOCATIONS[route.location],
+        rule=route.rule,
+        classification=route.classification.proto(),
+        cost_usd=route.cost_usd,
+        policy_name=route.policy_name,
+        policy_revision=route.policy_revision,
+        decision_id=route.decision_id,
+        attempts=route.attempts,
+        rerouted=route.rerouted,
+    )
+
+
+def chat_response_pb(result: ChatResult, route: Route) -> pb.ChatResponse:
     return pb.ChatResponse(
         content=result.content,
         tool_calls=tool_calls_pb(result.tool_calls),
         finish_reason=_FINISH.get(result.finish_reason, pb.FINISH_REASON_UNSPECIFIED),
         usage=usage_pb(result.usage),
-        route=route,
+        route=route_info_pb(route),
     )
 
 
-def stream_response_pb(chunk: Chunk, route: pb.RouteInfo | None) -> pb.ChatStreamResponse:
+def route_response_pb(plan: Plan, route: Route) -> pb.RouteResponse:
+    """The dry run's answer: the route, the policy's decision and input, what was detected
+    and every candidate with why it was kept or dropped."""
+    candidates = [pb.Candidate(model=m, allowed=True) for m in plan.chain]
+    candidates += [
+        pb.Candidate(model=d.model, allowed=False, reason=d.reason) for d in plan.dropped
+    ]
+    findings = [
+        pb.Finding(detector=f.detector, level=f.level.proto(), count=f.count)
+        for f in plan.inspection.findings
+    ]
+    return pb.RouteResponse(
+        route=route_info_pb(route),
+        decision=plan.decision,
+        context=plan.context,
+        findings=findings,
+        candidates=candidates,
+    )
+
+
+def stream_response_pb(chunk: Chunk, route: Route | None) -> pb.ChatStreamResponse:
     out = pb.ChatStreamResponse(
         content_delta=chunk.content_delta, tool_calls=tool_calls_pb(chunk.tool_calls)
     )
@@ -221,5 +253,5 @@ def stream_response_pb(chunk: Chunk, route: pb.RouteInfo | None) -> pb.ChatStrea
     if chunk.usage is not None:
         out.usage.CopyFrom(usage_pb(chunk.usage))
     if route is not None:
-        out.route.CopyFrom(route)
+        out.route.CopyFrom(route_info_pb(route))
     return out

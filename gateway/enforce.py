@@ -1,5 +1,5 @@
-"""The data-residency invariant (DESIGN.md, invariant 1) and the tenant's model list, as pure
-functions.
+"""The data-residency invariant (docs/architecture.md, invariant 1) and the tenant's model
+list, as pure functions.
 
 Content at classification C never goes to a model whose clearance is below C, and a tenant is
 never routed outside its allowed models. This runs on the policy's choice and fallbacks in the
@@ -13,7 +13,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Literal, NamedTuple
 
 from gateway.config import ModelConfig
-from gateway.errors import PermissionDenied
+from gateway.errors import PermissionDenied, Reason
 from gateway.inspect.findings import Finding
 from gateway.levels import Level
 
@@ -79,11 +79,11 @@ def refusal(
     """(ErrorInfo reason, message) when `alias` must not be used for this request."""
     model = models.get(alias)
     if model is None:
-        return "UNKNOWN_MODEL", f"model {alias!r} is not in the catalogue"
+        return Reason.UNKNOWN_MODEL, f"model {alias!r} is not in the catalogue"
     if allowed is not None and alias not in allowed:
-        return "MODEL_NOT_ALLOWED", f"model {alias!r} is not in the tenant's allowed models"
+        return Reason.MODEL_NOT_ALLOWED, f"model {alias!r} is not in the tenant's allowed models"
     reason = violation(alias, model, classification)
-    return None if reason is None else ("DATA_RESIDENCY", reason)
+    return None if reason is None else (Reason.DATA_RESIDENCY, reason)
 
 
 # A candidate and, when it must not be used, (ErrorInfo reason, message).
@@ -137,7 +137,7 @@ def enforce(
         dropped.append(Dropped(alias, refused[1]))
         if position > 0:
             continue
-        if on_violation == "deny" or refused[0] == "UNKNOWN_MODEL":
+        if on_violation == "deny" or refused[0] == Reason.UNKNOWN_MODEL:
             raise PermissionDenied(
                 refused[1], reason=refused[0], model=alias, classification=classification.name
             )
@@ -172,7 +172,7 @@ def enforce(
     if not kept:  # defensive: a refused primary has raised or been replaced above
         raise PermissionDenied(
             f"no candidate model may receive {classification.name} content",
-            reason="NO_CANDIDATE",
+            reason=Reason.NO_CANDIDATE,
             classification=classification.name,
         )
     return Enforced(tuple(kept), tuple(dropped), rerouted_from, frozenset(redacted))
@@ -184,7 +184,7 @@ def _redactable(
     """A residency refusal that redaction lifts (never a model-list or unknown-model one)."""
     return (
         refused is not None
-        and refused[0] == "DATA_RESIDENCY"
+        and refused[0] == Reason.DATA_RESIDENCY
         and model is not None
         and floor is not None
         and model.clearance >= floor

@@ -6,11 +6,50 @@ credentials.
 
 from __future__ import annotations
 
+from typing import Final
+
+
+class Reason:
+    """Every ErrorInfo reason the gateway gives (the stable, machine-readable why of a refusal
+    or failure), in one place: the errors below, enforcement, the decision log and telemetry
+    all use these names."""
+
+    INTERNAL: Final = "INTERNAL"
+    INVALID_REQUEST: Final = "INVALID_REQUEST"
+    UNAUTHENTICATED: Final = "UNAUTHENTICATED"
+    POLICY_DENIED: Final = "POLICY_DENIED"
+    POLICY_EVALUATION_FAILED: Final = "POLICY_EVALUATION_FAILED"
+    INSPECTION_FAILED: Final = "INSPECTION_FAILED"
+    DATA_RESIDENCY: Final = "DATA_RESIDENCY"
+    MODEL_NOT_ALLOWED: Final = "MODEL_NOT_ALLOWED"
+    NO_CANDIDATE: Final = "NO_CANDIDATE"
+    UNKNOWN_MODEL: Final = "UNKNOWN_MODEL"
+    CLASSIFICATION_CEILING: Final = "CLASSIFICATION_CEILING"
+    BUDGET_EXHAUSTED: Final = "BUDGET_EXHAUSTED"
+    RATE_LIMITED: Final = "RATE_LIMITED"
+    NO_POLICY: Final = "NO_POLICY"
+    UPSTREAM_UNAVAILABLE: Final = "UPSTREAM_UNAVAILABLE"
+    UPSTREAM_REJECTED: Final = "UPSTREAM_REJECTED"
+    DEADLINE_EXCEEDED: Final = "DEADLINE_EXCEEDED"
+
+
+# The refusals of enforcement (residency, the tenant's models and ceiling): a request refused
+# for one of these has the enforcement outcome `denied`.
+ENFORCEMENT_REASONS: Final = frozenset(
+    {
+        Reason.DATA_RESIDENCY,
+        Reason.MODEL_NOT_ALLOWED,
+        Reason.NO_CANDIDATE,
+        Reason.UNKNOWN_MODEL,
+        Reason.CLASSIFICATION_CEILING,
+    }
+)
+
 
 class GatewayError(Exception):
     """Base class. `reason` is the stable ErrorInfo reason; `metadata` goes into ErrorInfo."""
 
-    reason = "INTERNAL"
+    reason: str = Reason.INTERNAL
 
     def __init__(self, message: str, *, reason: str | None = None, **metadata: str) -> None:
         super().__init__(message)
@@ -23,7 +62,7 @@ class GatewayError(Exception):
 class InvalidRequest(GatewayError):
     """The request is malformed; `field` names the offending field."""
 
-    reason = "INVALID_REQUEST"
+    reason = Reason.INVALID_REQUEST
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}", field=field)
@@ -31,17 +70,17 @@ class InvalidRequest(GatewayError):
 
 
 class Unauthenticated(GatewayError):
-    reason = "UNAUTHENTICATED"
+    reason = Reason.UNAUTHENTICATED
 
 
 class PermissionDenied(GatewayError):
     """Policy deny, data-residency violation or a model outside the tenant's list."""
 
-    reason = "POLICY_DENIED"
+    reason = Reason.POLICY_DENIED
 
 
 class BudgetExhausted(GatewayError):
-    reason = "BUDGET_EXHAUSTED"
+    reason = Reason.BUDGET_EXHAUSTED
 
     def __init__(self, message: str, *, subject: str, **metadata: str) -> None:
         super().__init__(message, subject=subject, **metadata)
@@ -49,7 +88,7 @@ class BudgetExhausted(GatewayError):
 
 
 class RateLimited(GatewayError):
-    reason = "RATE_LIMITED"
+    reason = Reason.RATE_LIMITED
 
     def __init__(self, message: str, *, retry_after_s: float, **metadata: str) -> None:
         super().__init__(message, **metadata)
@@ -57,21 +96,21 @@ class RateLimited(GatewayError):
 
 
 class NoPolicy(GatewayError):
-    reason = "NO_POLICY"
+    reason = Reason.NO_POLICY
 
 
 class Unavailable(GatewayError):
-    reason = "UPSTREAM_UNAVAILABLE"
+    reason = Reason.UPSTREAM_UNAVAILABLE
 
 
 class DeadlineExceeded(GatewayError):
-    reason = "DEADLINE_EXCEEDED"
+    reason = Reason.DEADLINE_EXCEEDED
 
 
 class UpstreamRejected(GatewayError):
     """The upstream refused the request (4xx other than 429); `status` is its HTTP status."""
 
-    reason = "UPSTREAM_REJECTED"
+    reason = Reason.UPSTREAM_REJECTED
 
     def __init__(self, message: str, *, status: int, model: str) -> None:
         super().__init__(message, model=model, upstream_status=str(status))
@@ -81,4 +120,4 @@ class UpstreamRejected(GatewayError):
 class InternalError(GatewayError):
     """A failure inside celgate (a detector or policy evaluation error): fail closed."""
 
-    reason = "INTERNAL"
+    reason = Reason.INTERNAL

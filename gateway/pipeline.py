@@ -1,9 +1,10 @@
-"""One request's path, stage by stage (DESIGN.md, "One request's path"). No gRPC types here:
-stages take and return plain values, so each is testable without a server.
+"""One request's path, stage by stage (docs/architecture.md, "A request's path"). No API types
+here: the pipeline takes a plain `ChatRequest` and returns plain values (`ChatResult`, `Chunk`,
+`Route`); the surfaces map their wire formats to and from them.
 
-inspect -> snapshot budget -> decide -> enforce -> (rate limit, reserve) -> dispatch -> settle
--> record: each RPC carries an `Observation` (telemetry.py) that the stages report to; it holds
-no content, only what the decision log and the spans may show.
+inspect -> snapshot budget -> decide -> enforce -> (rate limit, reserve) -> dispatch -> settle.
+Each stage leaves its result on the request's `Progress`; the surface turns it into the one
+immutable `Outcome` when the request is over and hands that to telemetry and the decision log.
 """
 
 from __future__ import annotations
@@ -11,36 +12,38 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import cast
 
 from gateway.budget import Ledger
 from gateway.budget.charging import Charger, Settlements
+from gateway.chat import ChatParams, ChatRequest, ChatResult, Chunk, Route, Usage
+from gateway.clock import Clock, utc_now
 from gateway.config import Config
-from gateway.convert import GatewayRequest
-from gateway.enforce import Dropped, enforce, judge
-from gateway.errors import InternalError, InvalidRequest, NoPolicy, PermissionDenied
+from gateway.enforce import Dropped, Enforced, Verdict, enforce, judge
+from gateway.errors import InternalError, InvalidRequest, NoPolicy, PermissionDenied, Reason
 from gateway.inspect import Inspection, Inspector
 from gateway.levels import Level
+from gateway.outcome import (
+    ALLOWED,
+    REROUTED,
+    Candidate,
+    InspectionFacts,
+    PolicyFacts,
+    Progress,
+)
 from gateway.policy import PolicyEvaluationError, PolicyStore
 from gateway.pricing import Pricing
-from gateway.providers.base import ChatParams, ChatResult, Chunk, Usage
 from gateway.providers.dispatch import Dispatcher
 from gateway.ratelimit import TenantRateLimiter
-from gateway.telemetry import Observation
-from gateway.v1 import gateway_pb2 as pb
 from gateway.v1 import policy_pb2
 
 log = logging.getLogger(__name__)
 
 _LOCATIONS = {"on_prem": policy_pb2.LOCATION_ON_PREM, "cloud": policy_pb2.LOCATION_CLOUD}
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,7 +51,7 @@ class Plan:
     """Everything decided before a model is called: what `Route` returns."""
 
     decision_id: str
-    request: GatewayRequest
+    request: ChatRequest
     params: ChatParams  # the request's parameters after the policy's caps
     inspection: Inspection
     context: policy_pb2.PolicyRequest
@@ -58,10 +61,17 @@ class Plan:
     chain: tuple[str, ...]  # cleared candidates, in order
     dropped: tuple[Dropped, ...]
     rerouted_from: str | None
+    output_tokens: int  # the output cap the estimates assume (max_tokens, or the default)
 
     @property
     def classification(self) -> Level:
         return self.inspection.classification
+
+    @property
+    def estimated_tokens(self) -> int:
+        """The request's token estimate, input and output: the one the rate limits charge
+        and the budget reserve prices."""
+        return self.inspection.estimated_input_tokens + self.output_tokens
 
 
 class Pipeline:
@@ -87,6 +97,13 @@ class Pipeline:
         self._clock = clock
         self._catalogue: tuple[tuple[bool, ...], dict[str, policy_pb2.ModelInfo]] | None = None
 
+    async def aclose(self) -> None:
+        """Close the upstream clients, let pending settlements finish, close the stores."""
+        await self.dispatcher.aclose()
+        await self.settlements.drain()
+        await self.ledger.aclose()
+        await self.limiter.aclose()
+
     def model_infos(self) -> dict[str, policy_pb2.ModelInfo]:
         """The catalogue as the policy and `ListModels` see it, with current health. Rebuilt
         only when a model's health changes: it is on every request's path."""
@@ -110,7 +127,7 @@ class Pipeline:
 
     # -- stages --------------------------------------------------------------------------------
 
-    def inspect(self, request: GatewayRequest) -> Inspection:
+    def inspect(self, request: ChatRequest) -> Inspection:
         try:
             return self.inspector.inspect(
                 request.params, declared=request.declared, task_hint=request.task_hint
@@ -119,10 +136,10 @@ class Pipeline:
             # Fail closed (invariant 3); the exception text may quote content, so log its type.
             log.error("inspection failed: %s", type(exc).__name__)
             raise InternalError(
-                "inspection failed; the request was not sent", reason="INSPECTION_FAILED"
+                "inspection failed; the request was not sent", reason=Reason.INSPECTION_FAILED
             ) from None
 
-    def context(self, request: GatewayRequest, inspection: Inspection) -> policy_pb2.PolicyRequest:
+    def context(self, request: ChatRequest, inspection: Inspection) -> policy_pb2.PolicyRequest:
         params = request.params
         return policy_pb2.PolicyRequest(
             tenant=request.tenant,
@@ -164,7 +181,7 @@ class Pipeline:
             log.error("policy %s@%s failed to evaluate: %s", policy.name, policy.revision, exc)
             raise InternalError(
                 f"policy {policy.name!r} failed to evaluate; the request was not sent",
-                reason="POLICY_EVALUATION_FAILED",
+                reason=Reason.POLICY_EVALUATION_FAILED,
                 policy=policy.name,
                 revision=policy.revision,
             ) from None
@@ -175,24 +192,24 @@ class Pipeline:
         if decision.deny:
             raise PermissionDenied(
                 decision.reason or f"denied by policy {policy_name!r}",
-                reason="POLICY_DENIED",
+                reason=Reason.POLICY_DENIED,
                 rule=decision.rule,
                 policy=policy_name,
             )
 
-    async def plan(self, request: GatewayRequest, observation: Observation) -> Plan:
+    async def plan(self, request: ChatRequest, progress: Progress) -> Plan:
         if request.preferred_model and request.preferred_model not in self.config.models:
             known = ", ".join(sorted(self.config.models))
             raise InvalidRequest(
                 "preferred_model", f"unknown model {request.preferred_model!r}; known: {known}"
             )
         inspection = self.inspect(request)
-        observation.inspected(
-            inspection.classification,
-            inspection.declared,
-            inspection.detectors,
-            task_type_name(inspection.task_type),
-            inspection.complexity,
+        progress.inspection = InspectionFacts(
+            classification=inspection.classification,
+            declared=inspection.declared,
+            detectors=tuple(dict.fromkeys(inspection.detectors)),
+            task_type=task_type_name(inspection.task_type),
+            complexity=inspection.complexity,
         )
         tenant = self.config.tenant_config(request.tenant)
         ceiling = tenant.max_declared_classification
@@ -200,22 +217,23 @@ class Pipeline:
             raise PermissionDenied(
                 f"tenant {request.tenant!r} may send at most {Level(ceiling).name} content; "
                 f"this request is {inspection.classification.name}",
-                reason="CLASSIFICATION_CEILING",
+                reason=Reason.CLASSIFICATION_CEILING,
             )
         now = self._clock()
         context = self.context(request, inspection)
         budget = await self.ledger.snapshot(request.tenant, request.labels, now)
-        observation.budget(budget)
+        if budget.limited:
+            progress.budget_utilization = budget.utilization
         decision, policy_name, revision = self.decide(context, budget, now)
-        observation.decided(policy_name, revision, decision.rule)
+        progress.policy = PolicyFacts(policy_name, revision, decision.rule)
         self.check_denied(decision, policy_name)
         candidates = [decision.model, *decision.fallbacks]
         verdicts = judge(
             candidates, self.config.models, inspection.classification, tenant.allowed_models
         )
-        # Recorded before enforcing, so the decision log explains every candidate even when
+        # Kept before enforcing, so the decision log explains every candidate even when
         # enforcement refuses the request (its exception names only the first refusal).
-        observation.considered(verdicts)
+        _considered(progress, verdicts)
         enforced = enforce(
             candidates,
             self.config.models,
@@ -225,13 +243,13 @@ class Pipeline:
             reroute_order=self.config.enforcement.reroute_order,
             verdicts=verdicts,
         )
-        observation.enforced(enforced.chain, enforced.rerouted_from)
+        _enforced(progress, enforced)
         params = request.params
         if decision.max_output_tokens > 0:
             cap = decision.max_output_tokens
             params = dataclasses.replace(params, max_tokens=min(params.max_tokens or cap, cap))
         return Plan(
-            decision_id=observation.decision_id,
+            decision_id=progress.call.decision_id,
             request=request,
             params=params,
             inspection=inspection,
@@ -242,19 +260,18 @@ class Pipeline:
             chain=enforced.chain,
             dropped=enforced.dropped,
             rerouted_from=enforced.rerouted_from,
+            output_tokens=params.max_tokens or self.config.limits.estimate_output_tokens,
         )
 
-    def route_info(
-        self, plan: Plan, model: str, *, attempts: int = 0, cost: float = 0.0
-    ) -> pb.RouteInfo:
+    def route_of(self, plan: Plan, model: str, *, attempts: int = 0, cost: float = 0.0) -> Route:
         entry = self.config.models[model]
-        return pb.RouteInfo(
+        return Route(
             model=model,
             provider=entry.provider,
             upstream_model=entry.upstream_model,
-            location=_LOCATIONS[entry.location],
+            location=entry.location,
             rule=plan.decision.rule,
-            classification=plan.classification.proto(),
+            classification=plan.classification,
             cost_usd=cost,
             policy_name=plan.policy_name,
             policy_revision=plan.policy_revision,
@@ -263,7 +280,7 @@ class Pipeline:
             rerouted=plan.rerouted_from is not None,
         )
 
-    # -- the RPCs ------------------------------------------------------------------------------
+    # -- the requests --------------------------------------------------------------------------
 
     def _charger(self, plan: Plan) -> Charger:
         return Charger(
@@ -273,69 +290,87 @@ class Pipeline:
             tenant=plan.request.tenant,
             labels=plan.request.labels,
             input_tokens=plan.inspection.estimated_input_tokens,
-            max_output_tokens=plan.params.max_tokens or self.config.limits.estimate_output_tokens,
+            max_output_tokens=plan.output_tokens,
             task_type=task_type_name(plan.inspection.task_type),
         )
 
-    async def route(
-        self, request: GatewayRequest, observation: Observation
-    ) -> tuple[Plan, pb.RouteInfo]:
+    async def route(self, request: ChatRequest, progress: Progress) -> tuple[Plan, Route]:
         """The dry run: the decision, and the model a call would go to now (the first
         candidate the dispatcher would not skip) with its estimated cost."""
-        plan = await self.plan(request, observation)
+        plan = await self.plan(request, progress)
         model = next((m for m in plan.chain if self.dispatcher.healthy(m)), plan.chain[0])
-        observation.routed(model)
+        progress.routed = model
         estimate = self._charger(plan).estimate(model)
-        return plan, self.route_info(plan, model, cost=estimate)
+        return plan, self.route_of(plan, model, cost=estimate)
 
-    def _token_estimate(self, plan: Plan) -> int:
-        return plan.inspection.estimated_input_tokens + (plan.params.max_tokens or 0)
+    async def _admit(self, plan: Plan) -> None:
+        """Charge the tenant's rate limits before any upstream call."""
+        await self.limiter.check(plan.request.tenant, plan.estimated_tokens)
 
-    async def _admit(self, plan: Plan) -> int:
-        """Charge the tenant's rate limits before any upstream call; returns the estimate."""
-        estimate = self._token_estimate(plan)
-        await self.limiter.check(plan.request.tenant, estimate)
-        return estimate
-
-    async def _correct(self, plan: Plan, estimate: int, usage: Usage | None) -> None:
+    async def _correct(self, plan: Plan, usage: Usage | None) -> None:
         if usage is not None:
             actual = usage.input_tokens + usage.output_tokens
-            await self.limiter.correct(plan.request.tenant, actual - estimate)
+            await self.limiter.correct(plan.request.tenant, actual - plan.estimated_tokens)
 
     async def chat(
-        self, request: GatewayRequest, deadline: float, observation: Observation
-    ) -> tuple[ChatResult, pb.RouteInfo]:
-        plan = await self.plan(request, observation)
-        estimate = await self._admit(plan)
+        self, request: ChatRequest, deadline: float, progress: Progress
+    ) -> tuple[ChatResult, Route]:
+        plan = await self.plan(request, progress)
+        await self._admit(plan)
         charger = self._charger(plan)
         answer = await self.dispatcher.chat(
-            plan.chain, plan.params, plan.classification, deadline, observation.hooks(charger)
+            plan.chain, plan.params, plan.classification, deadline, charger, progress.attempts
         )
-        result = answer.result
-        observation.answered(answer.model, result.response_model, result.finish_reason)
-        await self._correct(plan, estimate, answer.result.usage)
-        route = self.route_info(plan, answer.model, attempts=answer.calls, cost=charger.cost_usd)
+        progress.model = answer.model
+        await self._correct(plan, answer.result.usage)
+        route = self.route_of(plan, answer.model, attempts=answer.calls, cost=charger.cost_usd)
         return answer.result, route
 
     async def stream(
-        self, request: GatewayRequest, deadline: float, observation: Observation
-    ) -> AsyncIterator[tuple[Chunk, pb.RouteInfo | None]]:
+        self, request: ChatRequest, deadline: float, progress: Progress
+    ) -> AsyncGenerator[tuple[Chunk, Route | None], None]:
         """Yields each chunk; the one that carries the finish reason also carries the route."""
-        plan = await self.plan(request, observation)
-        estimate = await self._admit(plan)
+        plan = await self.plan(request, progress)
+        await self._admit(plan)
         charger = self._charger(plan)
-        async for piece in self.dispatcher.stream(
-            plan.chain, plan.params, plan.classification, deadline, observation.hooks(charger)
-        ):
-            route = None
-            finish_reason = piece.chunk.finish_reason
-            if finish_reason is not None:
-                observation.answered(piece.model, piece.chunk.response_model, finish_reason)
-                await self._correct(plan, estimate, piece.chunk.usage)
-                route = self.route_info(
-                    plan, piece.model, attempts=piece.calls, cost=charger.cost_usd
-                )
-            yield piece.chunk, route
+        pieces = self.dispatcher.stream(
+            plan.chain, plan.params, plan.classification, deadline, charger, progress.attempts
+        )
+        # aclosing: the dispatcher records the last attempt when its stream is closed, which
+        # must happen before the request's outcome is taken, also when the caller goes away.
+        async with aclosing(pieces):
+            async for piece in pieces:
+                route = None
+                if piece.chunk.finish_reason is not None:
+                    progress.model = piece.model
+                    await self._correct(plan, piece.chunk.usage)
+                    route = self.route_of(
+                        plan, piece.model, attempts=piece.calls, cost=charger.cost_usd
+                    )
+                yield piece.chunk, route
+
+
+def _considered(progress: Progress, verdicts: list[Verdict]) -> None:
+    """The policy's candidates in order, each with enforcement's refusal when refused."""
+    progress.candidates = tuple(
+        Candidate(alias, refusal is None, None if refusal is None else refusal[1])
+        for alias, refusal in verdicts
+    )
+    progress.blocked = tuple((alias, refusal[0]) for alias, refusal in verdicts if refusal)
+
+
+def _enforced(progress: Progress, enforced: Enforced) -> None:
+    progress.enforced = ALLOWED if enforced.rerouted_from is None else REROUTED
+    listed = {c.model for c in progress.candidates}
+    substitutes = tuple(
+        Candidate(
+            alias, True, f"substitute for {enforced.rerouted_from!r} (enforcement.reroute_order)"
+        )
+        for alias in enforced.chain
+        if alias not in listed  # a reroute substitute the policy did not name
+    )
+    if substitutes:
+        progress.candidates += substitutes
 
 
 def task_type_name(task_type: int) -> str:

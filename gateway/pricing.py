@@ -16,8 +16,8 @@ from typing import Any, Literal
 from genai_prices import Usage as PriceUsage
 from genai_prices.data_snapshot import get_snapshot
 
+from gateway.chat import Usage
 from gateway.config import Config, ConfigError, ModelConfig, PriceOverride
-from gateway.providers.base import Usage
 
 PriceSource = Literal["genai-prices", "override", "local"]
 

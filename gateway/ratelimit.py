@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
+from gateway.clock import Seconds
 from gateway.config import Config
 from gateway.errors import RateLimited, Unavailable
-
-Clock = Callable[[], float]
 
 _REQUESTS: Final = "requests_per_minute"
 _TOKENS: Final = "tokens_per_minute"
@@ -87,13 +85,13 @@ class _Bucket:
 class RateLimiter:
     """In-process buckets. Not shared between processes; `clock` is injectable for tests."""
 
-    def __init__(self, limits: dict[str, Limits], clock: Clock = time.monotonic) -> None:
+    def __init__(self, limits: dict[str, Limits], clock: Seconds = time.monotonic) -> None:
         self._limits = limits
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
 
     @classmethod
-    def from_config(cls, config: Config, clock: Clock = time.monotonic) -> RateLimiter:
+    def from_config(cls, config: Config, clock: Seconds = time.monotonic) -> RateLimiter:
         return cls(limits_from_config(config), clock)
 
     def reload(self, config: Config) -> None:
@@ -210,7 +208,7 @@ class RedisRateLimiter:
     KEY_PREFIX: Final = "celgate:ratelimit:"
 
     def __init__(
-        self, client: aioredis.Redis, limits: dict[str, Limits], clock: Clock = time.time
+        self, client: aioredis.Redis, limits: dict[str, Limits], clock: Seconds = time.time
     ) -> None:
         self._client = client
         self._limits = limits
@@ -219,7 +217,7 @@ class RedisRateLimiter:
 
     @classmethod
     def from_url(
-        cls, url: str, limits: dict[str, Limits], clock: Clock = time.time
+        cls, url: str, limits: dict[str, Limits], clock: Seconds = time.time
     ) -> RedisRateLimiter:
         # Bounded timeouts: a stalled Redis must fail a request, not hang it.
         client = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
@@ -267,7 +265,7 @@ class RedisRateLimiter:
         await self._client.aclose()
 
 
-def open_rate_limiter(config: Config, clock: Clock | None = None) -> TenantRateLimiter:
+def open_rate_limiter(config: Config, clock: Seconds | None = None) -> TenantRateLimiter:
     """Redis buckets when the ledger uses Redis (same URL), so replicas share one limit."""
     limits = limits_from_config(config)
     if config.ledger.backend == "redis":

@@ -23,7 +23,7 @@ from typing import Any
 
 from gateway.inspect.findings import Finding
 from gateway.inspect.parts import request_parts
-from gateway.providers.base import ChatParams
+from gateway.chat import ChatParams
 
 # Anything shaped like one of our placeholders; those not in the mapping are counted.
 _PLACEHOLDER_SHAPE = re.compile(r"<[A-Z][A-Z0-9_]*_\d+>")

@@ -31,13 +31,12 @@ from gateway.policy import CompiledPolicy, PolicyError, PolicyStore
 from gateway.pricing import Pricing
 from gateway.providers.dispatch import Dispatcher
 from gateway.ratelimit import TenantRateLimiter, open_rate_limiter
-from gateway.service import GatewayService
+from gateway.service import SERVICE_NAME, GatewayService
 from gateway.telemetry import Telemetry
-from gateway.v1 import gateway_pb2, gateway_pb2_grpc
+from gateway.v1 import gateway_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = gateway_pb2.DESCRIPTOR.services_by_name["GatewayService"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
@@ -105,10 +104,7 @@ class Gateway:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.pipeline.dispatcher.aclose()
-        await self.pipeline.settlements.drain()
-        await self.pipeline.ledger.aclose()
-        await self.limiter.aclose()
+        await self.pipeline.aclose()
         # Flushing may wait on the collector (bounded): keep the loop free meanwhile.
         await asyncio.to_thread(self.telemetry.shutdown)
 
@@ -172,7 +168,13 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> Gateway:
     limiter = open_rate_limiter(config)
     pipeline = Pipeline(config, Dispatcher(config), policies, limiter, ledger, pricing)
     authenticator = Authenticator.from_config(config)
-    service = GatewayService(pipeline, authenticator, telemetry)
+    service = GatewayService(
+        pipeline,
+        authenticator,
+        telemetry,
+        limits=config.limits,
+        default_deadline_s=config.server.default_deadline_s,
+    )
     gateway_pb2_grpc.add_GatewayServiceServicer_to_server(service, server)
 
     port = _bind(server, config.server.listen, "server.listen", server_credentials(config))

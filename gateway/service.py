@@ -1,11 +1,15 @@
 """GatewayService handlers: protos in, pipeline, protos out. The only place that maps the
-pipeline's typed errors to gRPC status codes (DESIGN.md, "Errors at the edge")."""
+pipeline's typed errors to gRPC status codes (docs/architecture.md, "Errors at the edge").
+
+Each RPC starts a `Call` (its decision id, start time and the caller's trace context), lets the
+pipeline fill the request's `Progress`, and at the end hands the one `Outcome` to telemetry."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing
 from typing import NoReturn, TypeVar
 
 import grpc
@@ -13,23 +17,29 @@ from google.protobuf import any_pb2, duration_pb2
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from opentelemetry import propagate
 
 from gateway import errors
 from gateway.auth import Authenticator
+from gateway.chat import ChatRequest
+from gateway.config import LimitsConfig
 from gateway.convert import (
     AnyChatRequest,
-    GatewayRequest,
     chat_response_pb,
+    route_response_pb,
     stream_response_pb,
-    to_gateway_request,
+    to_chat_request,
 )
+from gateway.outcome import Call, Ending, Progress
 from gateway.pipeline import Pipeline, deadline_from
-from gateway.telemetry import Observation, Telemetry
+from gateway.telemetry import Telemetry
 from gateway.v1 import gateway_pb2 as pb
 from gateway.v1 import gateway_pb2_grpc
 
 log = logging.getLogger(__name__)
 
+# The gRPC service's full name (health, reflection and the SERVER spans use it).
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["GatewayService"].full_name
 DOMAIN = "celgate"
 # Response trailer with the decision id (also RouteInfo.decision_id), on success and failure:
 # the key to the request's decision-log line.
@@ -55,6 +65,21 @@ _STATUS: list[tuple[type[errors.GatewayError], grpc.StatusCode]] = [
     (errors.Unavailable, grpc.StatusCode.UNAVAILABLE),
     (errors.DeadlineExceeded, grpc.StatusCode.DEADLINE_EXCEEDED),
 ]
+
+
+# gRPC codes that mean the server failed (semantic conventions for RPC server spans); a refusal
+# (PERMISSION_DENIED, RESOURCE_EXHAUSTED...) is the caller's problem and leaves the span status
+# unset, visible through `error.type` and `rpc.grpc.status_code` instead.
+_SERVER_FAULTS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
 
 
 def status_code(error: errors.GatewayError) -> grpc.StatusCode:
@@ -101,19 +126,6 @@ def to_status(error: errors.GatewayError) -> grpc.Status:
 T = TypeVar("T")
 
 
-async def _abort(
-    context: grpc.aio.ServicerContext, error: errors.GatewayError, observation: Observation
-) -> NoReturn:
-    code = status_code(error)
-    log.info("request failed: %s (%s)", error.reason, code.name)
-    observation.finish(code, error)
-    status = to_status(error)
-    # abort replaces trailers set earlier: the decision id goes with the status details.
-    trailers = (*status.trailing_metadata, (DECISION_TRAILER, observation.decision_id))
-    await context.abort(status.code, status.details, trailers)
-    raise AssertionError("abort returns only by raising")  # pragma: no cover
-
-
 def _outcome(exc: BaseException) -> grpc.StatusCode:
     """The status of an RPC that ended with something other than a GatewayError: a caller
     that went away, or a bug (grpc answers UNKNOWN)."""
@@ -122,126 +134,152 @@ def _outcome(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.UNKNOWN
 
 
+def _carrier(context: grpc.aio.ServicerContext, fields: frozenset[str]) -> dict[str, str]:
+    """The caller's trace-context headers, and nothing else of its metadata (which may hold an
+    API key)."""
+    return {
+        key: value
+        for key, value in context.invocation_metadata() or ()
+        if isinstance(value, str) and key in fields
+    }
+
+
 class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
     def __init__(
-        self, pipeline: Pipeline, authenticator: Authenticator, telemetry: Telemetry
+        self,
+        pipeline: Pipeline,
+        authenticator: Authenticator,
+        telemetry: Telemetry,
+        *,
+        limits: LimitsConfig,
+        default_deadline_s: float,
     ) -> None:
         self.pipeline = pipeline
         self.authenticator = authenticator
         self.telemetry = telemetry
+        self.limits = limits
+        self.default_deadline_s = default_deadline_s
+        # The headers the configured propagators read (traceparent, tracestate, baggage).
+        self._trace_fields = frozenset(propagate.get_global_textmap().fields)
 
     def _tenant(self, context: grpc.aio.ServicerContext) -> str:
         return self.authenticator.authenticate(
             context.invocation_metadata() or (), context.auth_context()
         )
 
-    def _observe(
+    def _start(
         self, method: str, context: grpc.aio.ServicerContext, *, audited: bool = True
-    ) -> Observation:
-        observation = self.telemetry.observe(
-            method, context.invocation_metadata() or (), audited=audited
+    ) -> Progress:
+        call = Call.start(
+            method,
+            service=SERVICE_NAME,
+            system="grpc",
+            carrier=_carrier(context, self._trace_fields),
+            audited=audited,
         )
         if audited:
-            context.set_trailing_metadata(((DECISION_TRAILER, observation.decision_id),))
-        return observation
+            context.set_trailing_metadata(((DECISION_TRAILER, call.decision_id),))
+        return Progress(call)
+
+    def _finish(
+        self, progress: Progress, code: grpc.StatusCode, error: BaseException | None = None
+    ) -> None:
+        """The RPC is over: its one outcome goes to telemetry and the decision log."""
+        ending = Ending(code.name, code.value[0], code in _SERVER_FAULTS, error)
+        self.telemetry.record(progress.outcome(ending))
+
+    async def _abort(
+        self, context: grpc.aio.ServicerContext, error: errors.GatewayError, progress: Progress
+    ) -> NoReturn:
+        code = status_code(error)
+        log.info("request failed: %s (%s)", error.reason, code.name)
+        self._finish(progress, code, error)
+        status = to_status(error)
+        # abort replaces trailers set earlier: the decision id goes with the status details.
+        trailers = (*status.trailing_metadata, (DECISION_TRAILER, progress.call.decision_id))
+        await context.abort(status.code, status.details, trailers)
+        raise AssertionError("abort returns only by raising")  # pragma: no cover
 
     def _request(
         self,
         request: AnyChatRequest,
         context: grpc.aio.ServicerContext,
-        observation: Observation,
+        progress: Progress,
         *,
         streaming: bool,
-    ) -> GatewayRequest:
-        tenant = self._tenant(context)
-        observation.authenticated(tenant)
-        return to_gateway_request(
-            request, self.pipeline.config.limits, tenant=tenant, streaming=streaming
-        )
+    ) -> ChatRequest:
+        progress.tenant = self._tenant(context)
+        return to_chat_request(request, self.limits, tenant=progress.tenant, streaming=streaming)
+
+    def _deadline(self, context: grpc.aio.ServicerContext) -> float:
+        return deadline_from(context.time_remaining(), self.default_deadline_s)
 
     async def _guard(
         self,
         context: grpc.aio.ServicerContext,
-        observation: Observation,
+        progress: Progress,
         call: Callable[[], Awaitable[T]],
     ) -> T:
         try:
             result = await call()
         except errors.GatewayError as error:
-            await _abort(context, error, observation)
+            await self._abort(context, error, progress)
         except BaseException as exc:
-            observation.finish(_outcome(exc), exc)
+            self._finish(progress, _outcome(exc), exc)
             raise
-        observation.finish(grpc.StatusCode.OK)
+        self._finish(progress, grpc.StatusCode.OK)
         return result
 
     async def Chat(
         self, request: pb.ChatRequest, context: grpc.aio.ServicerContext
     ) -> pb.ChatResponse:
-        observation = self._observe("Chat", context)
+        progress = self._start("Chat", context)
 
         async def run() -> pb.ChatResponse:
-            req = self._request(request, context, observation, streaming=False)
-            deadline = deadline_from(
-                context.time_remaining(), self.pipeline.config.server.default_deadline_s
-            )
-            result, route = await self.pipeline.chat(req, deadline, observation)
+            req = self._request(request, context, progress, streaming=False)
+            result, route = await self.pipeline.chat(req, self._deadline(context), progress)
             return chat_response_pb(result, route)
 
-        return await self._guard(context, observation, run)
+        return await self._guard(context, progress, run)
 
     async def ChatStream(
         self, request: pb.ChatStreamRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ChatStreamResponse]:
-        observation = self._observe("ChatStream", context)
+        progress = self._start("ChatStream", context)
         try:
-            req = self._request(request, context, observation, streaming=True)
-            deadline = deadline_from(
-                context.time_remaining(), self.pipeline.config.server.default_deadline_s
-            )
-            async for chunk, route in self.pipeline.stream(req, deadline, observation):
-                yield stream_response_pb(chunk, route)
+            req = self._request(request, context, progress, streaming=True)
+            pieces = self.pipeline.stream(req, self._deadline(context), progress)
+            # aclosing: the attempts are complete (the last one recorded) before the outcome.
+            async with aclosing(pieces):
+                async for chunk, route in pieces:
+                    yield stream_response_pb(chunk, route)
         except errors.GatewayError as error:
-            await _abort(context, error, observation)
+            await self._abort(context, error, progress)
         except BaseException as exc:
-            observation.finish(_outcome(exc), exc)
+            self._finish(progress, _outcome(exc), exc)
             raise
         # The SERVER span ends when the stream does.
-        observation.finish(grpc.StatusCode.OK)
+        self._finish(progress, grpc.StatusCode.OK)
 
     async def Route(
         self, request: pb.RouteRequest, context: grpc.aio.ServicerContext
     ) -> pb.RouteResponse:
-        observation = self._observe("Route", context)
+        progress = self._start("Route", context)
 
         async def run() -> pb.RouteResponse:
-            req = self._request(request, context, observation, streaming=False)
-            plan, route = await self.pipeline.route(req, observation)
-            candidates = [pb.Candidate(model=m, allowed=True) for m in plan.chain]
-            candidates += [
-                pb.Candidate(model=d.model, allowed=False, reason=d.reason) for d in plan.dropped
-            ]
-            findings = [
-                pb.Finding(detector=f.detector, level=f.level.proto(), count=f.count)
-                for f in plan.inspection.findings
-            ]
-            return pb.RouteResponse(
-                route=route,
-                decision=plan.decision,
-                context=plan.context,
-                findings=findings,
-                candidates=candidates,
-            )
+            req = self._request(request, context, progress, streaming=False)
+            plan, route = await self.pipeline.route(req, progress)
+            return route_response_pb(plan, route)
 
-        return await self._guard(context, observation, run)
+        return await self._guard(context, progress, run)
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        observation = self._observe("ListModels", context, audited=False)
+        progress = self._start("ListModels", context, audited=False)
 
         async def run() -> pb.ListModelsResponse:
-            observation.authenticated(self._tenant(context))
+            progress.tenant = self._tenant(context)
             return pb.ListModelsResponse(models=list(self.pipeline.model_infos().values()))
 
-        return await self._guard(context, observation, run)
+        return await self._guard(context, progress, run)

@@ -1,6 +1,6 @@
 """The reserve and settle stages of one request: before each upstream attempt the estimated
 maximum cost of that model is reserved, after it the reservation is settled to the actual cost,
-or released when the attempt failed (DESIGN.md, invariant 6)."""
+or released when the attempt failed (docs/architecture.md, invariant 6)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from gateway.budget.ledger import Ledger, Reservation
+from gateway.chat import Usage
 from gateway.pricing import Pricing
-from gateway.providers.base import Usage
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ class Settlements:
 
 
 class Charger:
-    """One request's charges. Implements the dispatcher's attempt hooks."""
+    """One request's charges. Implements the dispatcher's attempt hooks (`AttemptHooks`):
+    the dispatcher calls it around each attempt and records what it returns."""
 
     def __init__(
         self,
@@ -85,15 +86,16 @@ class Charger:
         if held is not None:
             await self._ledger.release(held)
 
-    async def succeed(self, alias: str, usage: Usage | None) -> None:
-        """Settle to the reported usage; without usage (a stream that reported none) the
-        reserved estimate is charged, never nothing."""
+    async def succeed(self, alias: str, usage: Usage | None) -> float:
+        """Settle to the reported usage and return the cost; without usage (a stream that
+        reported none) the reserved estimate is charged, never nothing."""
         held, self._held = self._held, None
         if held is None:
-            return
+            return 0.0
         cost = self._pricing.cost(alias, usage) if usage is not None else held.amount_usd
         self.cost_usd = cost
         self._settlements.start(self._ledger.settle(held, cost, alias, self._task_type))
+        return cost
 
     def skipped(self, alias: str, reason: str) -> None:
         """Nothing was reserved for a candidate skipped before its budget stage."""

@@ -21,18 +21,19 @@ from __future__ import annotations
 import abc
 import dataclasses
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Literal
 from urllib.parse import quote
 
+from gateway.clock import Clock as Clock  # re-exported: the ledgers take it
+from gateway.clock import utc_now as utc_now
 from gateway.config import BudgetConfig, Config
 from gateway.errors import BudgetExhausted
 from gateway.v1.policy_pb2 import BudgetState
 
 Window = Literal["day", "month"]
-Clock = Callable[[], datetime]
 
 NANOS_PER_USD = 1_000_000_000
 _ADJECTIVE: dict[str, str] = {"day": "daily", "month": "monthly"}
@@ -44,10 +45,6 @@ def to_nanos(usd: float) -> int:
 
 def to_usd(nanos: int) -> float:
     return nanos / NANOS_PER_USD
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _utc(now: datetime) -> datetime:

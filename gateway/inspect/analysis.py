@@ -15,7 +15,7 @@ from typing import Any
 
 import hyperscan
 
-from gateway.providers.base import ChatParams
+from gateway.chat import ChatParams
 from gateway.v1 import policy_pb2
 
 TaskType = int  # a gateway.v1.TaskType value

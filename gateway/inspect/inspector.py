@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.chat import ChatParams
 from gateway.config import InspectionConfig
 from gateway.inspect import analysis, normalize
 from gateway.inspect.classification import Classifier
 from gateway.inspect.findings import Finding
 from gateway.levels import Level
-from gateway.providers.base import ChatParams
 
 
 @dataclass(frozen=True, slots=True)

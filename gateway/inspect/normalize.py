@@ -13,7 +13,7 @@ import json
 import re
 import unicodedata
 
-from gateway.providers.base import ChatMessage, ChatParams
+from gateway.chat import ChatMessage, ChatParams
 
 # Messages are joined by one space: a value whose digit groups are split across two messages
 # ("4111 1111" + "1111 1111") reads exactly as if the user had typed the separator, so it is

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from functools import cache
 from typing import Any
 
-from gateway.providers.base import ChatParams
+from gateway.chat import ChatParams
 
 # Non-text leaves: numbers and flags carry no content a detector could read.
 _SCALARS = (bool, int, float, type(None))

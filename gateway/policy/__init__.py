@@ -1,4 +1,5 @@
-"""Routing policies: CEL Policy files compiled into one type-checked program (DESIGN.md)."""
+"""Routing policies: CEL Policy files compiled into one type-checked program
+(docs/architecture.md, "The policy language")."""
 
 from gateway.policy.compiler import (
     CompiledPolicy,

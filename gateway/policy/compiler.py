@@ -90,6 +90,25 @@ class _Compiler:
         self.output_type: cel.Type | None = environment.output_type
         self.output_origin = "the environment's output type"
         self._envs: dict[tuple[tuple[str, str], ...], cel.Env] = {}
+        # Variables whose expression failed to check (declared dyn to keep checking).
+        self.unchecked: set[str] = set()
+        self.imports = self._valid_imports()
+
+    def _valid_imports(self) -> tuple[str, ...]:
+        """The imports cel-cpp accepts; each rejected one is a diagnostic at its line (an
+        invalid name must fail the load, never escape as an exception)."""
+        container = self.environment.container
+        valid: list[str] = []
+        for item in self.policy.import_marks:
+            try:
+                cel.ExpressionContainer(container, abbreviations=[*valid, item.name])
+            except (ValueError, RuntimeError) as exc:
+                detail = str(exc).strip().removesuffix("[INVALID_ARGUMENT]").strip()
+                detail = detail.removeprefix("INVALID_ARGUMENT: ")
+                self.error_at(item.line, item.col, f"error configuring import: {detail}")
+                continue
+            valid.append(item.name)
+        return tuple(valid)
 
     # -- checking -------------------------------------------------------------------------
 
@@ -97,16 +116,20 @@ class _Compiler:
         key = tuple((name, typ.name()) for name, typ in scope.types.items())
         env = self._envs.get(key)
         if env is None:
-            env = self.environment.new_env(scope.declarations(), self.policy.imports)
+            env = self.environment.new_env(scope.declarations(), self.imports)
             self._envs[key] = env
         return env
 
-    def check(self, expr: Expr, scope: _Scope) -> cel.Type | None:
+    def compile(self, expr: Expr, scope: _Scope) -> cel.Expression | None:
         try:
-            return self.env_for(scope).compile(expr.text).return_type()
-        except RuntimeError as exc:
+            return self.env_for(scope).compile(expr.text)
+        except (RuntimeError, ValueError) as exc:
             self._report_cel(expr, str(exc))
             return None
+
+    def check(self, expr: Expr, scope: _Scope) -> cel.Type | None:
+        compiled = self.compile(expr, scope)
+        return None if compiled is None else compiled.return_type()
 
     def _report_cel(self, expr: Expr, message: str) -> None:
         found = False
@@ -140,7 +163,27 @@ class _Compiler:
         for var in rule.variables:
             typ = self.check(var.expression, scope)
             binds.append((bound_name(var.name), self.rewrite(var.expression, scope)))
+            previous = scope.types.get(var.name)
+            if (
+                typ is not None
+                and previous is not None
+                and var.name not in self.unchecked
+                and typ != previous
+            ):
+                # cel-go: a nested rule may shadow a variable with one of the same type; a
+                # different type is an overlapping declaration of `variables.NAME`.
+                self.error_at(
+                    var.name_line or var.line,
+                    var.name_col or var.col,
+                    "invalid variable declaration: overlapping identifier for name "
+                    f"'variables.{var.name}' (declared {previous.name()}, redeclared "
+                    f"{typ.name()})",
+                )
             # A variable that failed to check is declared dyn so later errors still surface.
+            if typ is None:
+                self.unchecked.add(var.name)
+            else:
+                self.unchecked.discard(var.name)
             scope.types.pop(var.name, None)
             scope.types[var.name] = typ if typ is not None else cel.Type.DYN
         leaves: list[str] = []
@@ -153,6 +196,8 @@ class _Compiler:
                     f"match is unreachable: the match at line {total_at.line} always "
                     "produces an output; remove this match or add a condition there",
                 )
+                # Still checked, as cel-go does: its own errors are reported too.
+                self.match(match, f"{rule_id}/{pos}", scope)
                 continue
             leaf, total = self.match(match, f"{rule_id}/{pos}", scope)
             leaves.append(leaf)
@@ -166,7 +211,8 @@ class _Compiler:
     def match(self, match: Match, match_id: str, scope: _Scope) -> tuple[str, bool]:
         condition: str | None = None
         if match.condition is not None:
-            ctype = self.check(match.condition, scope)
+            compiled = self.compile(match.condition, scope)
+            ctype = None if compiled is None else compiled.return_type()
             if ctype is not None and not _is_bool(ctype):
                 self.error_at(
                     match.condition.line,
@@ -175,7 +221,7 @@ class _Compiler:
                     else _first_col(match.condition),
                     f"condition must be a bool, not {ctype.name()}",
                 )
-            if match.condition.compact.strip() != "true":
+            if compiled is None or not _always_true(match.condition, compiled):
                 condition = self.rewrite(match.condition, scope)
         if match.output is not None:
             self.check_output(match.output, scope)
@@ -227,6 +273,24 @@ def _or_tree(leaves: list[str]) -> str:
     return f"{_or_tree(leaves[:mid])}.or({_or_tree(leaves[mid:])})"
 
 
+# Boolean literals joined by logical operators (with grouping and `//` comments), nothing else.
+_BOOL_LOGIC = re.compile(r"(?:\s|//[^\n]*|true|false|[()!]|&&|\|\|)*")
+
+
+def _always_true(expr: Expr, compiled: cel.Expression) -> bool:
+    """True for a condition that is `true` however it is written: `(true)`, `true && true`,
+    `!false`. Judged on what CEL parsed and evaluates (with no inputs bound), not on the text,
+    but only for conditions made of boolean literals: cel-go treats `1 > 0` as a condition
+    like any other, and so do we (its conformance suites rely on it)."""
+    if compiled.return_type() != cel.Type.BOOL or not _BOOL_LOGIC.fullmatch(expr.compact):
+        return False
+    try:
+        result = compiled.eval(data={})
+    except (RuntimeError, ValueError):
+        return False
+    return result.type() == cel.Type.BOOL and result.plain_value() is True
+
+
 def _is_bool(typ: cel.Type) -> bool:
     return bool(typ == cel.Type.BOOL or typ == cel.Type.DYN)
 
@@ -269,7 +333,15 @@ class CompiledPolicy:
         """Evaluate with raw variable values: (index of the match that fired, output), or None
         when no match produced an output. Raises PolicyEvaluationError."""
         # eval(data=...) measured ~1 us faster here than building an Activation first.
-        result = self._program.eval(data=data).plain_value()
+        try:
+            result = self._program.eval(data=data).plain_value()
+        except (RuntimeError, ValueError, TypeError) as exc:
+            # cel-cpp raises for what it cannot run at all (a declared function without an
+            # implementation, an input of the wrong kind): fail closed, as a policy error.
+            raise PolicyEvaluationError(
+                f"policy {self.name!r} (revision {self.revision}) failed to evaluate: "
+                f"{_redact(str(exc).strip())}"
+            ) from None
         if isinstance(result, list):
             return (int(result[0]), result[1]) if result else None
         raise PolicyEvaluationError(
@@ -349,10 +421,10 @@ def compile_text(
     composed, total = compiler.rule(policy.rule, top_id, _Scope({}))
     if compiler.errors:
         raise PolicyError(sorted(compiler.errors, key=lambda d: (d.line, d.col)))
-    env = environment.new_env(imports=policy.imports)
+    env = environment.new_env(imports=compiler.imports)
     try:
         program = env.compile(f"({composed}).orValue([])")
-    except RuntimeError as exc:
+    except (RuntimeError, ValueError) as exc:
         detail = str(exc).strip().splitlines()[0]
         raise PolicyError(
             [

@@ -55,10 +55,12 @@ class SourceFile:
 class Expr:
     """A CEL expression as written in the file.
 
-    `text` is what CEL compiles for error reporting: for plain and block scalars it is the raw
-    file text padded so CEL's line and column equal the file's (cel-go does the same), which
-    keeps carets exact even for folded (`>`) blocks. `compact` is the same expression without
-    padding, used when expressions are composed into one program (CEL limits program size).
+    `text` is what CEL type-checks: for plain and block scalars it is the raw file text padded
+    so CEL's line and column equal the file's (cel-go does the same), which keeps carets exact
+    even for folded (`>`) blocks. `compact` is the same text without the padding, used when
+    expressions are composed into one program (CEL limits program size). Both come from the
+    raw text, never from YAML's folded value: a triple-quoted string spanning lines inside a `>`
+    block would otherwise be checked with its line breaks and evaluated without them.
     """
 
     text: str
@@ -76,6 +78,16 @@ class Expr:
 class Variable:
     name: str
     expression: Expr
+    line: int
+    col: int
+    # Where the name itself is written (redeclaration errors point at it).
+    name_line: int = 0
+    name_col: int = 0
+
+
+@dataclass(frozen=True)
+class Import:
+    name: str
     line: int
     col: int
 
@@ -106,6 +118,8 @@ class Policy:
     imports: tuple[str, ...]
     rule: Rule
     source: SourceFile
+    # The same imports with where each is written, for diagnostics.
+    import_marks: tuple[Import, ...] = ()
 
 
 @dataclass
@@ -183,11 +197,12 @@ def _expr(ctx: _Ctx, node: Node, what: str) -> Expr | None:
         # are the file's columns.
         first = text.find("\n", start.index)
         raw = text[first + 1 : end.index] if first >= 0 else value
-        return Expr(raw.rstrip(), value.strip(), start.line + 2, 0)
+        raw = raw.rstrip()
+        return Expr(raw, raw.strip(), start.line + 2, 0)
     if style in ("'", '"'):
         return Expr(value, value, start.line + 1, start.column + 1)
     raw = text[start.index : end.index]
-    return Expr(" " * start.column + raw, value, start.line + 1, 0)
+    return Expr(" " * start.column + raw, raw.strip(), start.line + 1, 0)
 
 
 def _policy(ctx: _Ctx, node: Node) -> Policy | None:
@@ -196,7 +211,7 @@ def _policy(ctx: _Ctx, node: Node) -> Policy | None:
         return None
     name: str | None = None
     description: str | None = None
-    imports: list[str] = []
+    imports: list[Import] = []
     rule: Rule | None = None
     for key, key_node, value in fields:
         if key == "name":
@@ -218,14 +233,15 @@ def _policy(ctx: _Ctx, node: Node) -> Policy | None:
         ctx.error(node, "policy needs a 'rule'")
     if name is None or rule is None:
         return None
-    return Policy(name, description, tuple(imports), rule, ctx.src)
+    names = tuple(i.name for i in imports)
+    return Policy(name, description, names, rule, ctx.src, tuple(imports))
 
 
-def _imports(ctx: _Ctx, node: Node) -> list[str]:
+def _imports(ctx: _Ctx, node: Node) -> list[Import]:
     if not isinstance(node, SequenceNode):
         ctx.error(node, "imports must be a list of {name: qualified.TypeName}")
         return []
-    out: list[str] = []
+    out: list[Import] = []
     for item in node.value:
         fields = _mapping(ctx, item, "import")
         if fields is None:
@@ -236,7 +252,8 @@ def _imports(ctx: _Ctx, node: Node) -> list[str]:
                 continue
             name = _string(ctx, value, "import name")
             if name:
-                out.append(name.strip())
+                mark = value.start_mark
+                out.append(Import(name.strip(), mark.line + 1, mark.column + 1))
     return out
 
 
@@ -276,10 +293,12 @@ def _variables(ctx: _Ctx, node: Node) -> list[Variable]:
         if fields is None:
             continue
         name: str | None = None
+        name_at = (0, 0)
         expression: Expr | None = None
         for key, key_node, value in fields:
             if key == "name":
                 name = _string(ctx, value, "variable name")
+                name_at = (value.start_mark.line + 1, value.start_mark.column + 1)
                 if name is not None and not _is_ident(name):
                     ctx.error(value, f"variable name '{name}' must be a CEL identifier")
                     name = None
@@ -295,7 +314,7 @@ def _variables(ctx: _Ctx, node: Node) -> list[Variable]:
                 ctx.error(item, f"variable needs '{required}'")
         if name is not None and expression is not None:
             line, col = item.start_mark.line + 1, item.start_mark.column + 1
-            out.append(Variable(name, expression, line, col))
+            out.append(Variable(name, expression, line, col, *name_at))
     return out
 
 

@@ -1,94 +1,17 @@
-"""The normalized types every provider adapter speaks, and the Provider protocol.
+"""The Provider protocol and the upstream failure type every adapter speaks.
 
-The pipeline never sees a provider's own types: adapters translate to and from these, and map
-their SDK's errors to `UpstreamError`, which says whether trying another model makes sense.
+The pipeline never sees a provider's own types: adapters translate the chat values of
+`gateway.chat` to and from their wire format, and map their SDK's errors to `UpstreamError`,
+which says whether trying another model makes sense.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-Role = Literal["system", "user", "assistant", "tool"]
-FinishReason = Literal["stop", "length", "tool_calls", "content_filter"]
-ResponseFormatType = Literal["text", "json_object", "json_schema"]
-
-
-@dataclass(frozen=True, slots=True)
-class ToolCall:
-    id: str
-    name: str
-    arguments: str  # JSON text, as the model produced it
-
-
-@dataclass(frozen=True, slots=True)
-class ChatMessage:
-    role: Role
-    content: str = ""
-    tool_calls: tuple[ToolCall, ...] = ()
-    tool_call_id: str = ""
-    name: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class ToolSpec:
-    name: str
-    description: str = ""
-    parameters: dict[str, Any] = field(default_factory=dict)  # JSON Schema
-
-
-@dataclass(frozen=True, slots=True)
-class ResponseFormat:
-    type: ResponseFormatType
-    schema_name: str = ""
-    schema: dict[str, Any] | None = None
-    strict: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class ChatParams:
-    """One chat request, provider-neutral. The model is chosen separately."""
-
-    messages: tuple[ChatMessage, ...]
-    tools: tuple[ToolSpec, ...] = ()
-    tool_choice: str | None = None  # "auto", "none", "required" or a tool name
-    response_format: ResponseFormat | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    max_tokens: int | None = None
-    stop: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class Usage:
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_input_tokens: int = 0  # part of input_tokens, when the provider reports it
-    reasoning_tokens: int = 0  # part of output_tokens, when the provider reports it
-
-
-@dataclass(frozen=True, slots=True)
-class ChatResult:
-    content: str
-    tool_calls: tuple[ToolCall, ...]
-    finish_reason: FinishReason
-    usage: Usage
-    response_model: str  # the model id the upstream says answered
-
-
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """A piece of a streamed answer. Tool calls are assembled by the adapter and arrive
-    complete; the last chunk carries `finish_reason` and `usage`."""
-
-    content_delta: str = ""
-    tool_calls: tuple[ToolCall, ...] = ()
-    finish_reason: FinishReason | None = None
-    usage: Usage | None = None
-    response_model: str = ""
-
+from gateway.chat import ChatParams, ChatResult, Chunk, ToolSpec
 
 UpstreamErrorKind = Literal[
     "connect",  # refused, reset, DNS: nothing reached the model

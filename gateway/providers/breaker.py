@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 
-Clock = Callable[[], float]
+from gateway.clock import Seconds
 
 
 class State(enum.Enum):
@@ -134,7 +134,7 @@ class Breakers:
         *,
         failures: int,
         cooldown_s: float,
-        clock: Clock = time.monotonic,
+        clock: Seconds = time.monotonic,
     ) -> None:
         if failures < 1:
             raise ValueError("failures must be at least 1")

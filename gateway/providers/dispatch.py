@@ -3,7 +3,7 @@ the attempt cap, the deadline, and the per-attempt hooks that reserve and settle
 
 The residency check runs here again, right before each call, against the dispatcher's own
 catalogue, so that no code path between the policy and the wire (primary, fallback, stream)
-can send content to a model not cleared for it (DESIGN.md, invariant 1).
+can send content to a model not cleared for it (docs/architecture.md, invariant 1).
 
 For each candidate, in order: residency (refuse, never skip), configured (its key variable is
 set), deadline, breaker (skip while open), budget (skip when it cannot be covered), then the
@@ -16,31 +16,49 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
+from gateway.chat import ChatParams, ChatResult, Chunk, Usage
+from gateway.clock import Seconds
 from gateway.config import Config, ConfigError, ModelConfig
 from gateway.enforce import violation
 from gateway.errors import (
     BudgetExhausted,
     DeadlineExceeded,
     PermissionDenied,
+    Reason,
     Unavailable,
     UpstreamRejected,
 )
 from gateway.levels import Level
-from gateway.providers.base import ChatParams, ChatResult, Chunk, Provider, UpstreamError, Usage
-from gateway.providers.breaker import Breaker, Breakers, Clock, Permit
+from gateway.outcome import (
+    BUDGET,
+    CIRCUIT_OPEN,
+    NOT_CONFIGURED,
+    SKIPPED,
+    Attempt,
+    error_type,
+    upstream_calls,
+)
+from gateway.providers.base import Provider, UpstreamError
+from gateway.providers.breaker import Breaker, Breakers, Permit
 
 log = logging.getLogger(__name__)
 
-# Attempt reasons for candidates that were skipped without an upstream call.
-NOT_CONFIGURED = "not_configured"
-CIRCUIT_OPEN = "circuit_open"
-BUDGET = "budget"
-SKIPPED = frozenset({NOT_CONFIGURED, CIRCUIT_OPEN, BUDGET})
+__all__ = [
+    "BUDGET",
+    "CIRCUIT_OPEN",
+    "NOT_CONFIGURED",
+    "SKIPPED",
+    "Answer",
+    "Attempt",
+    "AttemptHooks",
+    "Dispatcher",
+    "StreamPiece",
+    "build_provider",
+]
 
 
 def build_provider(alias: str, model: ModelConfig) -> Provider:
@@ -68,7 +86,8 @@ class AttemptHooks(Protocol):
 
     async def fail(self, alias: str, error: BaseException) -> None: ...
 
-    async def succeed(self, alias: str, usage: Usage | None) -> None: ...
+    async def succeed(self, alias: str, usage: Usage | None) -> float:
+        """Settle the attempt; returns what it cost (USD)."""
 
     def skipped(self, alias: str, reason: str) -> None:
         """A candidate passed over without a call (`not_configured`, `circuit_open`)."""
@@ -81,22 +100,14 @@ class _NoHooks:
     async def fail(self, alias: str, error: BaseException) -> None:
         return None
 
-    async def succeed(self, alias: str, usage: Usage | None) -> None:
-        return None
+    async def succeed(self, alias: str, usage: Usage | None) -> float:
+        return 0.0
 
     def skipped(self, alias: str, reason: str) -> None:
         return None
 
 
 NO_HOOKS: AttemptHooks = _NoHooks()
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    model: str
-    # Why this candidate did not answer: an `UpstreamErrorKind`, or `not_configured`,
-    # `circuit_open` or `budget` when it was skipped without a call; None when it answered.
-    error: str | None
 
 
 # Built per request (and per streamed chunk): NamedTuples, cheaper than frozen dataclasses.
@@ -114,22 +125,14 @@ class Answer(NamedTuple):
 class StreamPiece(NamedTuple):
     chunk: Chunk
     model: str
-    attempts: tuple[Attempt, ...]
-
-    @property
-    def calls(self) -> int:
-        return upstream_calls(self.attempts)
-
-
-def upstream_calls(attempts: Sequence[Attempt]) -> int:
-    return sum(1 for a in attempts if a.error not in SKIPPED)
+    calls: int  # upstream calls made so far, this one included
 
 
 class _Entry:
     """A candidate cleared for a call: its provider, breaker, permit and time allowance.
     (A plain slotted class: built once per attempt on the request path.)"""
 
-    __slots__ = ("breaker", "capped", "permit", "provider", "timeout")
+    __slots__ = ("breaker", "capped", "permit", "provider", "started_ns", "started_perf", "timeout")
 
     def __init__(
         self, provider: Provider, breaker: Breaker, permit: Permit, timeout: float, capped: bool
@@ -138,6 +141,8 @@ class _Entry:
         self.breaker = breaker
         self.permit = permit
         self.timeout = timeout
+        self.started_ns = time.time_ns()
+        self.started_perf = time.perf_counter()
         # The caller's deadline, not the model's own timeout, bounds this call: a timeout
         # then says nothing about the model's health.
         self.capped = capped
@@ -148,11 +153,18 @@ class _Chain:
 
     __slots__ = ("attempts", "budget", "calls", "classification", "deadline", "dispatcher", "last")
 
-    def __init__(self, dispatcher: Dispatcher, classification: Level, deadline: float) -> None:
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        classification: Level,
+        deadline: float,
+        attempts: list[Attempt] | None,
+    ) -> None:
         self.dispatcher = dispatcher
         self.classification = classification
         self.deadline = deadline
-        self.attempts: list[Attempt] = []
+        # The caller's list when it keeps the request's history (the pipeline does).
+        self.attempts: list[Attempt] = [] if attempts is None else attempts
         self.calls = 0
         self.last: UpstreamError | None = None
         self.budget: BudgetExhausted | None = None
@@ -167,7 +179,7 @@ class _Chain:
         dispatcher.check(alias, self.classification)
         provider = dispatcher.providers.get(alias)
         if provider is None:
-            self.attempts.append(dispatcher.attempt(alias, NOT_CONFIGURED))
+            self.attempts.append(Attempt(alias, NOT_CONFIGURED))
             hooks.skipped(alias, NOT_CONFIGURED)
             return None
         remaining = self.deadline - time.monotonic()
@@ -177,7 +189,7 @@ class _Chain:
         breaker = dispatcher.breakers.by_alias[alias]
         permit = breaker.acquire()
         if permit is None:
-            self.attempts.append(dispatcher.attempt(alias, CIRCUIT_OPEN))
+            self.attempts.append(Attempt(alias, CIRCUIT_OPEN))
             hooks.skipped(alias, CIRCUIT_OPEN)
             return None
         try:
@@ -185,7 +197,7 @@ class _Chain:
         except BudgetExhausted as exc:
             # A cheaper (or free) fallback may still fit the budget.
             breaker.neutral(permit)
-            self.attempts.append(dispatcher.attempt(alias, BUDGET))
+            self.attempts.append(Attempt(alias, BUDGET))
             self.budget = exc
             return None
         except BaseException:
@@ -194,12 +206,31 @@ class _Chain:
         self.calls += 1
         return _Entry(provider, breaker, permit, min(own, remaining), remaining < own)
 
-    def answered(self, alias: str) -> None:
-        self.attempts.append(self.dispatcher.attempt(alias, None))
+    def answered(
+        self, alias: str, entry: _Entry, usage: Usage | None, cost: float, model: str, finish: str
+    ) -> None:
+        self.attempts.append(
+            Attempt(
+                alias,
+                None,
+                entry.started_ns,
+                time.perf_counter() - entry.started_perf,
+                usage,
+                cost,
+                model,
+                finish,
+            )
+        )
+
+    def ended(self, alias: str, entry: _Entry, error: str) -> None:
+        """Record an attempt that made a call and did not answer."""
+        self.attempts.append(
+            Attempt(alias, error, entry.started_ns, time.perf_counter() - entry.started_perf)
+        )
 
     def failed(self, alias: str, entry: _Entry, exc: UpstreamError) -> None:
         """Record a failed attempt; raise when the failure must not fall back."""
-        self.attempts.append(self.dispatcher.attempt(alias, exc.kind))
+        self.ended(alias, entry, exc.kind)
         breaker = entry.breaker
         if exc.kind == "timeout" and (entry.capped or time.monotonic() >= self.deadline):
             breaker.neutral(entry.permit)
@@ -242,7 +273,7 @@ class Dispatcher:
         self,
         config: Config,
         *,
-        clock: Clock = time.monotonic,
+        clock: Seconds = time.monotonic,
         providers: Mapping[str, Provider] | None = None,
     ) -> None:
         """`providers` replaces building adapters from the catalogue (benchmarks, in-memory
@@ -257,8 +288,6 @@ class Dispatcher:
         )
         self.providers: dict[str, Provider] = {}
         self.unavailable: dict[str, str] = {}
-        # Bounded: aliases x (upstream error kinds + skip reasons + answered).
-        self._attempts: dict[tuple[str, str | None], Attempt] = {}
         for alias, model in config.models.items():
             if config.airgapped and model.location == "cloud":
                 # The config refuses this at load; a config built another way must still never
@@ -284,14 +313,6 @@ class Dispatcher:
         breaker = self.breakers.by_alias.get(alias)
         return breaker is not None and alias in self.providers and breaker.available()
 
-    def attempt(self, alias: str, error: str | None) -> Attempt:
-        """The (immutable, shared) record of one attempt: the request path allocates none."""
-        key = (alias, error)
-        record = self._attempts.get(key)
-        if record is None:
-            record = self._attempts[key] = Attempt(alias, error)
-        return record
-
     async def aclose(self) -> None:
         for provider in self.providers.values():
             await provider.aclose()
@@ -304,13 +325,16 @@ class Dispatcher:
         model = self.models.get(alias)
         if model is None:
             raise PermissionDenied(
-                f"model {alias!r} is not in the catalogue", reason="UNKNOWN_MODEL", model=alias
+                f"model {alias!r} is not in the catalogue", reason=Reason.UNKNOWN_MODEL, model=alias
             )
         reason = violation(alias, model, classification)
         if reason is not None:
             log.error("dispatch refused model %s for %s content", alias, classification.name)
             raise PermissionDenied(
-                reason, reason="DATA_RESIDENCY", model=alias, classification=classification.name
+                reason,
+                reason=Reason.DATA_RESIDENCY,
+                model=alias,
+                classification=classification.name,
             )
 
     def provider(self, alias: str, classification: Level) -> Provider | None:
@@ -325,8 +349,10 @@ class Dispatcher:
         classification: Level,
         deadline: float,
         hooks: AttemptHooks = NO_HOOKS,
+        attempts: list[Attempt] | None = None,
     ) -> Answer:
-        walk = _Chain(self, classification, deadline)
+        """`attempts`, when given, receives every attempt as it ends (failures included)."""
+        walk = _Chain(self, classification, deadline, attempts)
         for alias in chain:
             if not walk.may_call():
                 break
@@ -341,11 +367,18 @@ class Dispatcher:
                 continue
             except BaseException as exc:
                 entry.breaker.neutral(entry.permit)
+                walk.ended(alias, entry, error_type(exc))
                 await hooks.fail(alias, exc)
                 raise
             entry.breaker.success(entry.permit)
-            await hooks.succeed(alias, result.usage)
-            walk.answered(alias)
+            try:
+                cost = await hooks.succeed(alias, result.usage)
+            except BaseException as exc:
+                walk.ended(alias, entry, error_type(exc))
+                raise
+            walk.answered(
+                alias, entry, result.usage, cost, result.response_model, result.finish_reason
+            )
             return Answer(result, alias, tuple(walk.attempts))
         raise walk.give_up()
 
@@ -356,10 +389,12 @@ class Dispatcher:
         classification: Level,
         deadline: float,
         hooks: AttemptHooks = NO_HOOKS,
-    ) -> AsyncIterator[StreamPiece]:
+        attempts: list[Attempt] | None = None,
+    ) -> AsyncGenerator[StreamPiece, None]:
         """Falls back only until the first chunk has been handed to the caller; after that a
-        failure ends the stream with `Unavailable` (or `DeadlineExceeded`)."""
-        walk = _Chain(self, classification, deadline)
+        failure ends the stream with `Unavailable` (or `DeadlineExceeded`). An attempt is
+        recorded when it ends: at the chunk with the finish reason, or when it fails."""
+        walk = _Chain(self, classification, deadline, attempts)
         for alias in chain:
             if not walk.may_call():
                 break
@@ -367,7 +402,8 @@ class Dispatcher:
             if entry is None:
                 continue
             breaker = entry.breaker
-            settled = False
+            settled = False  # answered: recorded, and the budget hook has settled
+            recorded = False  # recorded as failed by `walk.failed`
             judged = False  # the breaker has heard how this attempt went
             error: BaseException | None = None
             try:
@@ -379,26 +415,33 @@ class Dispatcher:
                         first = None
                     except UpstreamError as exc:
                         error = exc
-                        judged = True
+                        judged = recorded = True
                         walk.failed(alias, entry, exc)
                         continue
                     if first is None:
                         error = UpstreamError("protocol", "the stream ended before any chunk")
-                        judged = True
+                        judged = recorded = True
                         walk.failed(alias, entry, error)
                         continue
                     # A first chunk means the model serves, whatever happens later.
                     breaker.success(entry.permit)
                     judged = True
-                    walk.answered(alias)
-                    done = tuple(walk.attempts)
+                    calls = walk.calls
                     chunk = first
                     try:
                         while True:
-                            if chunk.finish_reason is not None:
-                                await hooks.succeed(alias, chunk.usage)
+                            if chunk.finish_reason is not None and not settled:
+                                cost = await hooks.succeed(alias, chunk.usage)
                                 settled = True
-                            yield StreamPiece(chunk, alias, done)
+                                walk.answered(
+                                    alias,
+                                    entry,
+                                    chunk.usage,
+                                    cost,
+                                    chunk.response_model,
+                                    chunk.finish_reason,
+                                )
+                            yield StreamPiece(chunk, alias, calls)
                             chunk = await anext(chunks)
                     except StopAsyncIteration:
                         return
@@ -420,5 +463,8 @@ class Dispatcher:
                 raise
             finally:
                 if not settled:
-                    await hooks.fail(alias, error or Unavailable("the stream ended early"))
+                    error = error or Unavailable("the stream ended early")
+                    if not recorded:
+                        walk.ended(alias, entry, error_type(error))
+                    await hooks.fail(alias, error)
         raise walk.give_up()

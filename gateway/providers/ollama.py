@@ -20,17 +20,11 @@ import httpx
 import ollama
 from ollama import ChatResponse
 
+from gateway.chat import ChatMessage, ChatParams, ChatResult, Chunk, FinishReason, ToolCall, Usage
 from gateway.config import ModelConfig
 from gateway.providers.base import (
-    ChatMessage,
-    ChatParams,
-    ChatResult,
-    Chunk,
-    FinishReason,
-    ToolCall,
     UpstreamError,
     UpstreamErrorKind,
-    Usage,
     function_tools,
     kind_for_status,
     safe_message,

@@ -15,20 +15,9 @@ import httpx2
 import openai
 from openai.types.chat import ChatCompletionChunk
 
+from gateway.chat import ChatMessage, ChatParams, ChatResult, Chunk, FinishReason, ToolCall, Usage
 from gateway.config import ModelConfig
-from gateway.providers.base import (
-    ChatMessage,
-    ChatParams,
-    ChatResult,
-    Chunk,
-    FinishReason,
-    ToolCall,
-    UpstreamError,
-    Usage,
-    function_tools,
-    kind_for_status,
-    safe_message,
-)
+from gateway.providers.base import UpstreamError, function_tools, kind_for_status, safe_message
 
 # `params` keys this adapter interprets itself; every other key goes to the upstream as part of
 # the request body (for example `reasoning_effort`, `seed`, `service_tier`).

@@ -12,17 +12,9 @@ from typing import Any
 
 import pytest
 
+from gateway.chat import ChatMessage, ChatParams, Chunk, ResponseFormat, ToolCall, ToolSpec
 from gateway.config import ModelConfig
-from gateway.providers.base import (
-    ChatMessage,
-    ChatParams,
-    Chunk,
-    Provider,
-    ResponseFormat,
-    ToolCall,
-    ToolSpec,
-    UpstreamError,
-)
+from gateway.providers.base import Provider, UpstreamError
 from gateway.providers.ollama import OllamaProvider
 from gateway.providers.openai import OpenAIProvider
 from tests.fakes._server import FakeServer, FakeToolCall, Reply, refused_url

@@ -1,6 +1,6 @@
-"""Tests that try to leak sensitive data to the cloud (DESIGN.md, invariant 1) and that the
-gateway fails closed (invariant 3). Every test runs the real gateway over real gRPC against the
-upstream doubles over real HTTP, and counts what reached the cloud double itself.
+"""Tests that try to leak sensitive data to the cloud (docs/architecture.md, invariant 1) and
+that the gateway fails closed (invariant 3). Every test runs the real gateway over real gRPC
+against the upstream doubles over real HTTP, and counts what reached the cloud double itself.
 
 The cloud model is cleared for INTERNAL; every secret used here (US SSN, payment card, AWS key
 id) is RESTRICTED by default (gateway/inspect/detectors.py).

@@ -1,9 +1,9 @@
 """Spans, metrics and the decision log of real requests: a real grpc.aio gateway on loopback,
 the upstream fakes over real HTTP, and the SDK's in-memory exporters in place of a collector.
 
-Covers issue 8's acceptance: the span tree, names and attributes of a local route, a cloud
-route, a fallback, a residency denial, a budget refusal and a stream; the caller's trace
-context; the metrics; and that no prompt, completion or matched value reaches any of them.
+Covers the span tree, names and attributes of a local route, a cloud route, a fallback, a
+residency denial, a budget refusal and a stream; the caller's trace context; the metrics; and
+that no prompt, completion or matched value reaches any of them.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.audit import AttemptRecord, Candidate, DecisionLog, DecisionRecord
+from gateway.audit import DecisionLog, DecisionRecord
+from gateway.outcome import Attempt, Candidate
 
 FIELDS = {
     "decision_id",
@@ -37,9 +38,7 @@ FIELDS = {
 
 def record(**fields: object) -> DecisionRecord:
     base = DecisionRecord(decision_id="d1", time="2026-01-01T00:00:00.000+00:00", rpc="Chat")
-    for name, value in fields.items():
-        setattr(base, name, value)
-    return base
+    return dataclasses.replace(base, **fields)  # type: ignore[arg-type]
 
 
 def test_the_line_names_every_field_of_the_record() -> None:
@@ -79,9 +78,13 @@ def test_line_holds_every_field_with_nested_candidates_and_attempts(tmp_path: Pa
         record(
             tenant="acme",
             classification="CONFIDENTIAL",
-            detectors=["pii.email"],
-            candidates=[Candidate("local", True), Candidate("cloud", False, "not cleared")],
-            attempts=[AttemptRecord("local", "timeout", 1.5), AttemptRecord("b", None, 2.0)],
+            detectors=("pii.email",),
+            candidates=(Candidate("local", True), Candidate("cloud", False, "not cleared")),
+            attempts=(
+                Attempt("local", "timeout", duration_s=0.0015),
+                Attempt("b", None, duration_s=0.002),
+                Attempt("c", "budget"),
+            ),
             model="b",
             cost_usd=0.25,
             status="OK",
@@ -93,6 +96,8 @@ def test_line_holds_every_field_with_nested_candidates_and_attempts(tmp_path: Pa
     assert set(value) == FIELDS
     assert value["candidates"][1] == {"model": "cloud", "allowed": False, "reason": "not cleared"}
     assert value["attempts"][0] == {"model": "local", "error": "timeout", "duration_ms": 1.5}
+    assert value["attempts"][1]["duration_ms"] == 2.0
+    assert value["attempts"][2] == {"model": "c", "error": "budget", "duration_ms": 0.0}
     assert value["detectors"] == ["pii.email"] and value["cost_usd"] == 0.25
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.config import LimitsConfig
-from gateway.convert import to_gateway_request
+from gateway.convert import to_chat_request
 from gateway.errors import InvalidRequest
 from gateway.levels import Level
 from gateway.v1 import gateway_pb2 as pb
@@ -20,7 +20,7 @@ def user(text: str = "hello") -> pb.Message:
 
 def convert(**fields: object) -> object:
     fields.setdefault("messages", [user()])
-    return to_gateway_request(pb.ChatRequest(**fields), LIMITS, tenant="t", streaming=False)  # type: ignore[arg-type]
+    return to_chat_request(pb.ChatRequest(**fields), LIMITS, tenant="t", streaming=False)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

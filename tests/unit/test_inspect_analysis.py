@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.chat import ChatMessage, ChatParams, ResponseFormat, ToolSpec
 from gateway.config import InspectionConfig
 from gateway.inspect import Inspector, analysis
-from gateway.providers.base import ChatMessage, ChatParams, ResponseFormat, ToolSpec
 from gateway.v1 import policy_pb2
 
 

@@ -8,13 +8,13 @@ import threading
 
 import pytest
 
+from gateway.chat import ChatMessage, ChatParams, ToolCall
 from gateway.config import InspectionConfig
 from gateway.errors import InternalError
 from gateway.inspect import Inspector
 from gateway.inspect import validators as v
 from gateway.inspect.classification import Classifier
 from gateway.levels import Level
-from gateway.providers.base import ChatMessage, ChatParams, ToolCall
 
 CARD = "4111 1111 1111 1111"
 SSN = "123-45-6789"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -114,3 +115,88 @@ def _model(store: PolicyStore) -> str:
         policy_pb2.PolicyRequest(), policy_pb2.BudgetState(), {}, datetime.now(UTC)
     )
     return decision.model
+
+
+async def test_watch_outlives_a_reload_that_raises(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "policy.yaml").write_text(policy("a"))
+    store = PolicyStore(tmp_path, debounce_ms=50)
+    store.load()
+    real = store.reload
+    calls: list[int] = []
+
+    def flaky() -> bool:
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("not foreseen")
+        return real()
+
+    monkeypatch.setattr(store, "reload", flaky)
+    stop = asyncio.Event()
+    task = asyncio.create_task(store.watch(stop))
+    try:
+        await asyncio.sleep(0.3)
+        (tmp_path / "policy.yaml").write_text(policy("b"))
+        await _wait_for(lambda: bool(calls))
+        assert "policy reload failed unexpectedly; still watching" in caplog.text
+        (tmp_path / "policy.yaml").write_text(policy("c"))
+        await _wait_for(lambda: _model(store) == "c")
+        assert not task.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_watch_restarts_when_the_folder_is_replaced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "policy"
+    folder.mkdir()
+    (folder / "policy.yaml").write_text(policy("a"))
+    store = PolicyStore(folder, debounce_ms=50)
+    store.load()
+    stop = asyncio.Event()
+    task = asyncio.create_task(store.watch(stop, retry_s=0.1))
+    try:
+        await asyncio.sleep(0.3)
+        shutil.rmtree(folder)
+        await _wait_for(lambda: store.last_error is not None)
+        assert _model(store) == "a"  # the last good revision keeps serving
+        folder.mkdir()
+        (folder / "policy.yaml").write_text(policy("b"))
+        await _wait_for(lambda: _model(store) == "b" and store.last_error is None)
+        assert "is gone; waiting for it" in caplog.text
+        assert not task.done()
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+def test_unexpected_load_failure_is_a_policy_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "policy.yaml").write_text(policy("a"))
+    store = PolicyStore(tmp_path)
+
+    def broken(*_args: object) -> None:
+        raise KeyError("internal")
+
+    monkeypatch.setattr("gateway.policy.store.compile_policy", broken)
+    with pytest.raises(PolicyError, match="could not be loaded: KeyError"):
+        store.load()
+    assert store.last_error is not None and "policy.yaml:1:1" in store.last_error
+
+
+def test_a_config_yaml_in_the_served_folder_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "policy.yaml").write_text(policy("a"))
+    store = PolicyStore(tmp_path)
+    store.load()
+    (tmp_path / "config.yaml").write_text("name: s\nvariables:\n  - name: x\n    type_name: int\n")
+    assert store.reload() is False
+    assert store.last_error is not None
+    assert "config.yaml:1:1: the gateway serves policies in its own environment" in (
+        store.last_error
+    )
+    (tmp_path / "config.yaml").unlink()
+    assert store.reload() is True and store.last_error is None

@@ -10,9 +10,9 @@ import pytest
 from genai_prices import Usage as PriceUsage
 from genai_prices import calc_price
 
+from gateway.chat import Usage
 from gateway.config import Config, ConfigError, load_config, parse_config
 from gateway.pricing import Pricing
-from gateway.providers.base import Usage
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,9 +1,11 @@
 """Telemetry set-up from the OTEL_* environment, drop counting, policy reload failures and the
-Observation's bookkeeping, without a gateway."""
+recording of one request's outcome, without a gateway."""
 
 from __future__ import annotations
 
+import json
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,9 +33,10 @@ from gateway import telemetry as t
 from gateway.config import Config, ConfigError, parse_config
 from gateway.errors import PermissionDenied
 from gateway.levels import Level
+from gateway.outcome import Attempt, Call, Ending, InspectionFacts, Outcome, Progress
 from gateway.policy import PolicyError, PolicyStore
 from gateway.providers.base import UpstreamError
-from gateway.telemetry import CountingBatchSpanProcessor, DropCounter, Telemetry
+from gateway.telemetry import CountingBatchSpanProcessor, DropCounter, Telemetry, export
 
 MODELS = {
     "local": {
@@ -88,6 +91,17 @@ def recorded() -> Iterator[tuple[Telemetry, InMemorySpanExporter, InMemoryMetric
     telemetry.shutdown()
 
 
+def started(rpc: str = "Chat", carrier: dict[str, str] | None = None) -> Progress:
+    return Progress(
+        Call.start(rpc, service="gateway.v1.GatewayService", system="grpc", carrier=carrier or {})
+    )
+
+
+def ended(progress: Progress, code: grpc.StatusCode, error: BaseException | None = None) -> Outcome:
+    faults = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+    return progress.outcome(Ending(code.name, code.value[0], code in faults, error))
+
+
 def points(reader: InMemoryMetricReader, name: str) -> list[Any]:
     data = reader.get_metrics_data()
     assert data is not None
@@ -109,21 +123,22 @@ def test_nothing_configured_exports_nothing(tmp_path: Path) -> None:
     assert telemetry.tracer_provider is None and telemetry.meter_provider is None
     assert not telemetry.exporting
     assert isinstance(telemetry.tracer, trace.NoOpTracer)
-    # A request still gets a decision id and finishes without error.
-    observation = telemetry.observe("Chat", ())
-    observation.authenticated("acme")
-    observation.finish(grpc.StatusCode.OK)
-    assert len(observation.decision_id) == 32
+    # A request still gets a decision id and is recorded without error.
+    progress = started()
+    progress.tenant = "acme"
+    telemetry.record(ended(progress, grpc.StatusCode.OK))
+    assert len(progress.call.decision_id) == 32
     telemetry.shutdown()
 
 
 def test_no_exporter_still_continues_the_callers_trace_id(tmp_path: Path) -> None:
-    telemetry = Telemetry.from_config(config(tmp_path))
+    telemetry = Telemetry.from_config(config(tmp_path, audit={"decision_log": "d.jsonl"}))
     trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
-    observation = telemetry.observe(
-        "Chat", (("traceparent", f"00-{trace_id}-00f067aa0ba902b7-01"),)
-    )
-    assert observation.record.trace_id == trace_id
+    progress = started(carrier={"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+    telemetry.record(ended(progress, grpc.StatusCode.OK))
+    telemetry.shutdown()
+    (line,) = (tmp_path / "d.jsonl").read_text().splitlines()
+    assert json.loads(line)["trace_id"] == trace_id
 
 
 def test_endpoint_enables_both_signals_with_the_sdk_resource(
@@ -192,7 +207,7 @@ def test_which_signals_are_exported(
 def test_http_protobuf_protocol_uses_the_http_exporter(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf")
-    (exporter,) = t._span_exporters()
+    (exporter,) = export.span_exporters()
     assert isinstance(exporter, HttpSpanExporter)
     exporter.shutdown()  # type: ignore[no-untyped-call]
 
@@ -314,7 +329,7 @@ def test_failed_metric_exports_are_counted() -> None:
     )
     provider = MeterProvider(metric_readers=[reader])
     telemetry = Telemetry({}, meter_provider=provider, drops=drops)
-    telemetry.cost.add(0.5, {t.CELGATE_TENANT: "acme"})
+    telemetry.instruments.cost.add(0.5, {t.CELGATE_TENANT: "acme"})
     provider.force_flush()
     assert inner.calls >= 1 and drops.counts["metrics"] >= 1
     provider.shutdown(timeout_millis=1000)
@@ -337,35 +352,54 @@ def test_policy_load_failures_are_counted(
     assert point.value == 2
 
 
-# -- the Observation -----------------------------------------------------------------------
+# -- recording an outcome --------------------------------------------------------------------
 
 
-def test_an_abandoned_attempt_is_ended_with_the_error(
+def test_a_cancelled_attempt_ends_its_client_span_with_the_error(
     recorded: tuple[Telemetry, InMemorySpanExporter, InMemoryMetricReader],
 ) -> None:
     telemetry, spans, _ = recorded
-    observation = telemetry.observe("ChatStream", ())
-    observation.authenticated("acme")
-    observation.attempt_started("local")
-    observation.finish(grpc.StatusCode.CANCELLED, GeneratorExit())
-    observation.finish(grpc.StatusCode.OK)  # idempotent: the first outcome stands
+    progress = started("ChatStream")
+    progress.tenant = "acme"
+    progress.attempts.append(Attempt("local", "cancelled", time.time_ns(), 0.25))
+    telemetry.record(ended(progress, grpc.StatusCode.CANCELLED, GeneratorExit()))
     client, server = sorted(spans.get_finished_spans(), key=lambda s: s.kind != SpanKind.CLIENT)
     assert client.kind == SpanKind.CLIENT
+    assert client.parent is not None and client.parent.span_id == server.context.span_id
     assert (client.attributes or {})[t.ERROR_TYPE] == "cancelled"
+    assert client.status.status_code == trace.StatusCode.ERROR
+    assert client.end_time is not None and client.start_time is not None
+    assert client.end_time - client.start_time == 250_000_000  # the attempt's own duration
     assert (server.attributes or {})[t.RPC_GRPC_STATUS_CODE] == 1
-    assert observation.record.status == "CANCELLED"
-    assert [(a.model, a.error) for a in observation.record.attempts] == [("local", "cancelled")]
+    assert (server.attributes or {})[t.ERROR_TYPE] == "cancelled"
+
+
+def test_skipped_candidates_have_no_client_span(
+    recorded: tuple[Telemetry, InMemorySpanExporter, InMemoryMetricReader],
+) -> None:
+    telemetry, spans, reader = recorded
+    progress = started()
+    progress.tenant = "acme"
+    progress.attempts += [Attempt("cloud", "budget"), Attempt("local", "circuit_open")]
+    telemetry.record(ended(progress, grpc.StatusCode.UNAVAILABLE, None))
+    (server,) = spans.get_finished_spans()
+    assert (server.attributes or {})[t.CELGATE_FALLBACK_ATTEMPT] == 0
+    assert points(reader, t.METRIC_OPERATION_DURATION) == []
 
 
 def test_enforcement_denial_without_candidates_counts_the_refused_model(
     recorded: tuple[Telemetry, InMemorySpanExporter, InMemoryMetricReader],
 ) -> None:
     telemetry, spans, reader = recorded
-    observation = telemetry.observe("Chat", ())
-    observation.authenticated("acme")
-    observation.inspected(Level.RESTRICTED, None, ["fin.payment_card"], "chat", 0.2)
+    progress = started()
+    progress.tenant = "acme"
+    progress.inspection = InspectionFacts(
+        Level.RESTRICTED, None, ("fin.payment_card",), "chat", 0.2
+    )
     error = PermissionDenied("not cleared", reason="DATA_RESIDENCY", model="cloud")
-    observation.finish(grpc.StatusCode.PERMISSION_DENIED, error)
+    outcome = ended(progress, grpc.StatusCode.PERMISSION_DENIED, error)
+    assert outcome.enforcement == "denied" and outcome.blocked == (("cloud", "DATA_RESIDENCY"),)
+    telemetry.record(outcome)
     (server,) = spans.get_finished_spans()
     attributes = server.attributes or {}
     assert attributes[t.CELGATE_ENFORCEMENT] == "denied"
@@ -380,8 +414,9 @@ def test_server_faults_set_the_span_status(
     recorded: tuple[Telemetry, InMemorySpanExporter, InMemoryMetricReader],
 ) -> None:
     telemetry, spans, _ = recorded
-    observation = telemetry.observe("Chat", ())
-    observation.finish(grpc.StatusCode.UNAVAILABLE, UpstreamError("server", "HTTP 503: busy"))
+    progress = started()
+    error = UpstreamError("server", "HTTP 503: busy")
+    telemetry.record(ended(progress, grpc.StatusCode.UNAVAILABLE, error))
     (server,) = spans.get_finished_spans()
     assert server.status.status_code == trace.StatusCode.ERROR
     assert (server.attributes or {})[t.ERROR_TYPE] == "server"

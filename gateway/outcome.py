@@ -1,0 +1,234 @@
+"""One request's outcome: the immutable record the pipeline hands, once, at the end, to the
+telemetry recorder and the decision log (docs/architecture.md, "One record per request").
+
+While a request runs, its stages leave their (immutable) results on a `Progress`: the
+inspection, the policy's decision, enforcement's verdicts, the dispatcher's attempts. Nothing
+reads it until the request is over; then `Progress.outcome` freezes it, with how the request
+ended, into an `Outcome`. Neither ever holds content: detector ids, levels, model aliases,
+token counts and costs only (invariant 4).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from gateway.chat import Usage
+from gateway.clock import utc_now
+from gateway.errors import ENFORCEMENT_REASONS, GatewayError
+from gateway.levels import Level
+from gateway.providers.base import UpstreamError
+
+# Enforcement outcomes, as the decision log and the `celgate.enforcement` attribute name them.
+ALLOWED = "allowed"
+REROUTED = "rerouted"
+DENIED = "denied"
+
+# Attempt reasons for candidates the dispatcher passed over without an upstream call.
+NOT_CONFIGURED = "not_configured"
+CIRCUIT_OPEN = "circuit_open"
+BUDGET = "budget"
+SKIPPED = frozenset({NOT_CONFIGURED, CIRCUIT_OPEN, BUDGET})
+
+
+def error_type(error: BaseException) -> str:
+    """A low-cardinality name for a failure: the upstream failure kind, the gateway's ErrorInfo
+    reason, or the exception class; never its message (it may quote content)."""
+    if isinstance(error, UpstreamError):
+        return error.kind
+    if isinstance(error, GatewayError):
+        return error.reason
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        return "cancelled"
+    return type(error).__qualname__
+
+
+def new_decision_id() -> str:
+    return uuid.uuid4().hex
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One candidate the dispatcher reached, in order: called (answered or failed) or skipped.
+    The one history of a request's attempts: RouteInfo, spans, metrics and the decision log all
+    read it."""
+
+    model: str
+    # Why it did not answer: an upstream failure kind (`timeout`, `server`...), a skip reason
+    # (`not_configured`, `circuit_open`, `budget`), `cancelled`; None when it answered.
+    error: str | None
+    started_ns: int = 0  # wall clock (the CLIENT span's start); 0 when skipped
+    duration_s: float = 0.0
+    usage: Usage | None = None
+    cost_usd: float = 0.0
+    response_model: str = ""
+    finish_reason: str = ""
+
+    @property
+    def called(self) -> bool:
+        """An upstream call was made (skipped candidates cost nothing and count for nothing)."""
+        return self.error not in SKIPPED
+
+
+def upstream_calls(attempts: tuple[Attempt, ...] | list[Attempt]) -> int:
+    return sum(1 for a in attempts if a.called)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """A model the policy named: kept in the chain, or dropped by enforcement with the reason
+    (a sentence naming the model and the levels, never content)."""
+
+    model: str
+    allowed: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """The request as its surface received it, before anything is known about it."""
+
+    rpc: str  # the surface's method: Chat, ChatStream, Route, ListModels
+    service: str  # the surface's service name (gateway.v1.GatewayService)
+    system: str  # the surface's protocol, as `rpc.system` names it (grpc)
+    decision_id: str
+    started: datetime  # wall clock, UTC
+    started_ns: int  # the same instant in ns since the epoch (span start)
+    started_perf: float  # perf_counter at the start (latency)
+    carrier: Mapping[str, str]  # the caller's trace-context headers (traceparent, tracestate)
+    audited: bool  # ends with a decision-log line (every request but ListModels)
+
+    @classmethod
+    def start(
+        cls,
+        rpc: str,
+        *,
+        service: str,
+        system: str,
+        carrier: Mapping[str, str],
+        audited: bool = True,
+        decision_id: str | None = None,
+    ) -> Call:
+        return cls(
+            rpc=rpc,
+            service=service,
+            system=system,
+            decision_id=decision_id or new_decision_id(),
+            started=utc_now(),
+            started_ns=time.time_ns(),
+            started_perf=time.perf_counter(),
+            carrier=carrier,
+            audited=audited,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """How the surface ended the request: its status (the gRPC code name and number) and
+    whether that status means the server failed (not a refusal)."""
+
+    status: str
+    code: int
+    fault: bool
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InspectionFacts:
+    classification: Level
+    declared: Level | None
+    detectors: tuple[str, ...]  # distinct, in order of first finding
+    task_type: str
+    complexity: float
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyFacts:
+    name: str
+    revision: str
+    rule: str
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """Everything the gateway may say about one finished request; None where the request never
+    reached that stage (an unauthenticated call has no tenant, a policy deny has no model)."""
+
+    call: Call
+    status: str
+    code: int
+    fault: bool
+    error: str | None  # error_type of the failure, None on success
+    duration_s: float
+    tenant: str | None
+    inspection: InspectionFacts | None
+    budget_utilization: float | None  # of a limited budget, when the snapshot was taken
+    policy: PolicyFacts | None
+    candidates: tuple[Candidate, ...]
+    blocked: tuple[tuple[str, str], ...]  # (model, reason) refused by enforcement
+    enforced: str | None  # what enforcement decided: allowed or rerouted
+    enforcement: str | None  # the final word: allowed, rerouted or denied
+    routed: str | None  # the dry run's would-be model
+    model: str | None  # the model that answered
+    attempts: tuple[Attempt, ...]
+    cost_usd: float
+
+    @property
+    def calls(self) -> int:
+        return upstream_calls(self.attempts)
+
+
+@dataclass(slots=True)
+class Progress:
+    """How far one request got: each stage's result once it has one. Written by the surface
+    (tenant) and the pipeline (the rest), read once by `outcome`."""
+
+    call: Call
+    tenant: str | None = None
+    inspection: InspectionFacts | None = None
+    budget_utilization: float | None = None
+    policy: PolicyFacts | None = None
+    candidates: tuple[Candidate, ...] = ()
+    blocked: tuple[tuple[str, str], ...] = ()
+    enforced: str | None = None
+    routed: str | None = None
+    model: str | None = None
+    # The dispatcher appends to this list as it walks the chain (the one attempt history).
+    attempts: list[Attempt] = field(default_factory=list)
+
+    def outcome(self, ending: Ending) -> Outcome:
+        error = ending.error
+        reason = None if error is None else error_type(error)
+        enforcement = self.enforced
+        blocked = self.blocked
+        if reason in ENFORCEMENT_REASONS:
+            enforcement = DENIED
+            if not blocked and isinstance(error, GatewayError):
+                # Refused before the verdicts were kept (the tenant's ceiling, dispatch's own
+                # residency check): the error names the model, when there is one.
+                blocked = ((error.metadata.get("model", ""), reason),)
+        attempts = tuple(self.attempts)
+        return Outcome(
+            call=self.call,
+            status=ending.status,
+            code=ending.code,
+            fault=ending.fault,
+            error=reason,
+            duration_s=time.perf_counter() - self.call.started_perf,
+            tenant=self.tenant,
+            inspection=self.inspection,
+            budget_utilization=self.budget_utilization,
+            policy=self.policy,
+            candidates=self.candidates,
+            blocked=blocked,
+            enforced=self.enforced,
+            enforcement=enforcement,
+            routed=self.routed,
+            model=self.model,
+            attempts=attempts,
+            cost_usd=sum((a.cost_usd for a in attempts if a.error is None), 0.0),
+        )
