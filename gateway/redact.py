@@ -21,9 +21,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway.chat import ChatParams
 from gateway.inspect.findings import Finding
 from gateway.inspect.parts import request_parts
-from gateway.chat import ChatParams
 
 # Anything shaped like one of our placeholders; those not in the mapping are counted.
 _PLACEHOLDER_SHAPE = re.compile(r"<[A-Z][A-Z0-9_]*_\d+>")

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
+from gateway.chat import ChatMessage, ChatParams, ToolCall, ToolSpec
 from gateway.inspect.findings import Finding, Location
 from gateway.inspect.parts import request_parts
 from gateway.levels import Level
-from gateway.chat import ChatMessage, ChatParams, ToolCall, ToolSpec
 from gateway.redact import Restorer, placeholder_type, redact, replace_parts
 
 
