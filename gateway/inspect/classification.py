@@ -15,8 +15,10 @@ import hyperscan
 from gateway.config import InspectionConfig
 from gateway.errors import InternalError
 from gateway.inspect import validators as v
-from gateway.inspect.detectors import BUILTINS, KINDS, SUBSUMED_BY
-from gateway.inspect.findings import Finding, Location  # noqa: F401  (re-exported)
+from gateway.inspect.detectors import BUILTINS, ENCODED, ENCODED_BASE64, KINDS, SUBSUMED_BY
+from gateway.inspect.findings import Finding, Location
+from gateway.inspect.normalize import normalize
+from gateway.inspect.segments import ScanBuffer, Segment
 from gateway.levels import Level
 
 
@@ -29,6 +31,8 @@ class _Pattern:
     locate: v.Locator | None = None
     kind: v.Kind | None = None  # replaces `validator`: answers the detector id, or None
     database: int = 0
+    # Characters a finding's span keeps at its ends (boundary characters are trimmed).
+    inner: frozenset[int] = v.ALNUM
 
 
 def marker_id(marker: str) -> str:
@@ -113,14 +117,9 @@ class Classifier:
             p
             for p in patterns
             if p.detector in self._levels
+            or p.detector == ENCODED_BASE64
             or (p.kind is not None and KINDS.get(p.detector, frozenset()) & self._levels.keys())
         )
-        # Findings are immutable: the common ones are built once and shared.
-        self._finding_cache: dict[tuple[str, int], Finding] = {
-            (detector, count): Finding(detector, level, count)
-            for detector, level in self._levels.items()
-            for count in range(1, 9)
-        }
         # Patterns report their position in `_patterns_by_id`, whichever database holds them.
         groups: dict[int, list[int]] = {}
         for index, pattern in enumerate(self._patterns_by_id):
@@ -141,7 +140,11 @@ class Classifier:
         # Per pattern, what `_findings` needs, unpacked once: (locate, start-of-match tracked,
         # kind, validator, detector).
         self._plans = tuple(
-            (p.locate, bool(p.flags & _SOM), p.kind, p.validator, p.detector) for p in patterns
+            (p.locate, bool(p.flags & _SOM), p.kind, p.validator, p.detector, p.inner)
+            for p in patterns
+        )
+        self._encoded = next(
+            (i for i, p in enumerate(patterns) if p.detector == ENCODED_BASE64), -1
         )
 
     @property
@@ -188,8 +191,9 @@ class Classifier:
                 b.locate,
                 b.kind,
                 b.database,
+                b.inner,
             )
-            for b in BUILTINS
+            for b in (*BUILTINS, ENCODED)
             for expr in b.patterns
         ]
         for marker in config.markers:
@@ -217,12 +221,32 @@ class Classifier:
             self._local.scratches = scratches
         return scratches
 
-    def scan(self, data: bytes) -> tuple[Finding, ...]:
-        """Findings in `data` (normalized, padded by `normalize.to_bytes`), sorted by id.
+    def scan(self, buffer: ScanBuffer) -> tuple[Finding, ...]:
+        """Findings in the buffer (its segments mapped back to request parts), sorted by id.
 
         Raises `InternalError` when the scan or a validator fails: a request whose content
         could not be inspected must not be routed. The message names the detector only.
         """
+        hits = self._scan(buffer.data)
+        if not hits:
+            return ()
+        located: dict[str, list[list[Location]]] = {}
+        encoded = [hit for hit in hits if hit[0] == self._encoded]
+        if encoded:
+            hits = [hit for hit in hits if hit[0] != self._encoded]
+        if hits:
+            self._locate(buffer, self._accept(buffer.data, hits), located)
+        if encoded:
+            # Base64 of printable text: decoded once (no recursion) and scanned again.
+            decoded = self._decoded_buffer(buffer, encoded)
+            if decoded is not None:
+                more = self._scan(decoded.data)
+                more = [hit for hit in more if hit[0] != self._encoded]
+                if more:
+                    self._locate(decoded, self._accept(decoded.data, more), located)
+        return self._assemble(located)
+
+    def _scan(self, data: bytes) -> list[tuple[int, int, int]]:
         hits: list[tuple[int, int, int]] = []
         try:
             for database, scratch in zip(self._databases, self._scratches(), strict=True):
@@ -232,9 +256,34 @@ class Classifier:
                 f"inspection failed: the pattern scan raised {type(exc).__name__}",
                 reason="INSPECTION_FAILED",
             ) from None
-        return self._findings(data, hits) if hits else ()
+        return hits
 
-    def _findings(self, data: bytes, hits: list[tuple[int, int, int]]) -> tuple[Finding, ...]:
+    def _decoded_buffer(
+        self, buffer: ScanBuffer, hits: list[tuple[int, int, int]]
+    ) -> ScanBuffer | None:
+        data = buffer.data
+        decoded = ScanBuffer()
+        for _, _, end in hits:
+            start = v.base64_start(data, end)
+            text = v.base64_text(data, start, end - 1)
+            if text is None:
+                continue
+            segment = buffer.segment_at(start)
+            if segment is None:
+                continue
+            whole = segment.source_span(data, start, end - 1)
+            decoded.add(
+                Segment(segment.path, segment.source, normalize(text), 0, 0, (), whole, True)
+            )
+        if not decoded.segments:
+            return None
+        decoded.seal()
+        return decoded
+
+    def _accept(
+        self, data: bytes, hits: list[tuple[int, int, int]]
+    ) -> dict[str, list[tuple[int, int]]]:
+        """Validated candidates: detector -> exact spans in `data` (boundaries trimmed)."""
         plans = self._plans
         levels = self._levels
         accepted: dict[str, list[tuple[int, int]]] = {}
@@ -246,12 +295,13 @@ class Classifier:
         index = hits[0][0]
         try:
             for index, start, end in hits:
-                locate, som, kind, validator, detector = plans[index]
+                locate, som, kind, validator, detector, inner = plans[index]
                 if locate is not None:
                     # Scanned without start-of-match tracking: Hyperscan reports start 0.
                     start = locate(data, end)
                 elif not som:
                     start = end
+                span: tuple[int, int] | None = None
                 if kind is not None:
                     # Each detector the pattern serves takes its own longest valid end.
                     found = kind(data, start, end)
@@ -265,14 +315,20 @@ class Classifier:
                     key = (index, start)
                     if key in done:
                         continue
-                    if validator is not None and not validator(data, start, end):
-                        continue
+                    if validator is not None:
+                        verdict = validator(data, start, end)
+                        if not verdict:
+                            continue
+                        if isinstance(verdict, tuple):
+                            span = verdict
                 done.add(key)
+                if span is None:
+                    span = _trim(data, start, end, inner)
                 spans = accepted.get(detector)
                 if spans is None:
-                    accepted[detector] = [(start, end)]
+                    accepted[detector] = [span]
                 else:
-                    spans.append((start, end))
+                    spans.append(span)
         except Exception as exc:
             # Exception text may quote the candidate (UnicodeDecodeError does): drop it.
             failed = self._patterns_by_id[index].detector
@@ -284,15 +340,47 @@ class Classifier:
         for detector, specific in SUBSUMED_BY.items():
             if detector in accepted:
                 accepted[detector] = _outside(accepted[detector], accepted, specific)
+        return accepted
+
+    @staticmethod
+    def _locate(
+        buffer: ScanBuffer,
+        accepted: dict[str, list[tuple[int, int]]],
+        located: dict[str, list[list[Location]]],
+    ) -> None:
+        for detector, spans in accepted.items():
+            out = located.setdefault(detector, [])
+            for start, end in spans:
+                locations = buffer.locate(start, end)
+                if locations:
+                    out.append(locations)
+
+    def _assemble(self, located: dict[str, list[list[Location]]]) -> tuple[Finding, ...]:
         findings = []
-        cache = self._finding_cache
-        for detector in sorted(accepted):
-            spans = accepted[detector]
-            if spans:
-                count = _count_disjoint(spans) if len(spans) > 1 else 1
-                finding = cache.get((detector, count))
-                findings.append(finding or Finding(detector, levels[detector], count))
+        levels = self._levels
+        for detector in sorted(located):
+            occurrences = located[detector]
+            if not occurrences:
+                continue
+            locations = sorted({loc for occurrence in occurrences for loc in occurrence},
+                               key=lambda loc: (loc.part, loc.start, loc.end))  # fmt: skip
+            findings.append(
+                Finding(detector, levels[detector], _count_disjoint(occurrences), tuple(locations))
+            )
         return tuple(findings)
+
+
+def _trim(data: bytes, start: int, end: int, inner: frozenset[int]) -> tuple[int, int]:
+    """The candidate without the boundary characters its pattern consumed around it."""
+    limit = 3
+    while limit and start < end and data[start] not in inner:
+        start += 1
+        limit -= 1
+    limit = 3
+    while limit and end > start and data[end - 1] not in inner:
+        end -= 1
+        limit -= 1
+    return start, end
 
 
 _SOM = hyperscan.HS_FLAG_SOM_LEFTMOST
@@ -303,17 +391,18 @@ def _collect(pattern: int, start: int, end: int, flags: int, hits: Any) -> None:
     hits.append((pattern, start, end))
 
 
-def _count_disjoint(spans: list[tuple[int, int]]) -> int:
-    """Overlapping candidates (the same phone number seen by two patterns, `client_secret=`
-    seen as `secret=` too) are one occurrence."""
-    count, reach = 0, -1
-    for start, end in sorted(spans):
-        # Neighbours may share the one boundary character between them.
-        if start >= reach - 1:
+def _count_disjoint(occurrences: list[list[Location]]) -> int:
+    """Overlapping occurrences (the same phone number seen by two patterns, a value seen in a
+    part and in its decoded view) are one. Counted on each occurrence's first location."""
+    if len(occurrences) == 1:
+        return 1
+    count, part, reach = 0, "", -1
+    for first in sorted((o[0] for o in occurrences), key=lambda loc: (loc.part, loc.start)):
+        if first.part != part or first.start >= reach:
             count += 1
-            reach = end
+            part, reach = first.part, first.end
         else:
-            reach = max(reach, end)
+            reach = max(reach, first.end)
     return count
 
 

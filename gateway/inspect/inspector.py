@@ -6,9 +6,10 @@ from dataclasses import dataclass
 
 from gateway.chat import ChatParams
 from gateway.config import InspectionConfig
-from gateway.inspect import analysis, normalize
+from gateway.inspect import analysis, normalize, segments
 from gateway.inspect.classification import Classifier
 from gateway.inspect.findings import Finding
+from gateway.inspect.parts import request_parts
 from gateway.levels import Level
 
 
@@ -56,13 +57,15 @@ class Inspector:
         self, params: ChatParams, *, declared: Level | None = None, task_hint: int = 0
     ) -> Inspection:
         """Raises `gateway.errors.InternalError` when a detector fails (fail closed)."""
+        # Every string the adapters may send, read structurally from the request.
+        scan = segments.buffer(list(request_parts(params)))
+        findings = self._classifier.scan(scan)
         text = normalize.request_text(params)
-        data = normalize.to_bytes(text)
-        findings = self._classifier.scan(data)
 
         user, system = normalize.instruction_text(params)
         cues = self._vocabulary.cues_of(user, system)
-        tokens = analysis.estimate_input_tokens(text, len(data) - 2, params)
+        size = len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
+        tokens = analysis.estimate_input_tokens(text, size, params)
         features = analysis.complexity_features(params, cues, (user, system), tokens)
         return Inspection(
             findings=findings,

@@ -1,78 +1,239 @@
-"""Text normalization run before detection, and how a request becomes one scannable buffer.
+"""Text normalization run before detection.
 
 Normalization undoes the cheap evasions that keep a value readable to a model while hiding it
-from a byte matcher: compatibility forms (full-width digits, ligatures, circled digits,
-non-breaking spaces) via NFKC, invisible characters (zero-width spaces and joiners, soft
-hyphens, bidi controls, variation selectors), Unicode dashes, and Unicode tag characters (which
-smuggle ASCII text invisibly; they are decoded back to the ASCII they encode).
+from a byte matcher. Per character (so every output character maps back to the input character
+it came from, for exact finding locations):
+
+- compatibility forms (full-width digits, ligatures, circled digits, non-breaking and thin
+  spaces) via NFKC, one character at a time; combining marks that stand alone (the enclosing
+  keycap U+20E3, marks stacked on digits) are dropped, so `4⃣1⃣` and `4̸1̸` read as `41`, while
+  precomposed letters (`é`) are kept;
+- every Unicode decimal digit (category Nd: Arabic-Indic, Devanagari, ...) becomes its ASCII
+  digit;
+- invisible characters (zero-width spaces and joiners, soft hyphens, bidi controls, variation
+  selectors) are removed; Unicode dashes and minus signs become `-`;
+- Unicode tag characters (which smuggle ASCII text invisibly) become the ASCII they encode.
+
+ASCII text is returned unchanged without any per-character work.
 """
 
 from __future__ import annotations
 
-import json
+import bisect
 import re
 import unicodedata
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from gateway.chat import ChatMessage, ChatParams
+from gateway.chat import ChatParams
 
 # Messages are joined by one space: a value whose digit groups are split across two messages
 # ("4111 1111" + "1111 1111") reads exactly as if the user had typed the separator, so it is
 # found; nothing is glued together that no message contains, so no word is invented at a seam.
 SEPARATOR = " "
 
-_INVISIBLE = re.compile(
-    "[\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u202a-\u202e"
-    "\u2060-\u206f\u3164\ufe00-\ufe0f\ufeff\uffa0\U000e0000-\U000e001f\U000e007f]"
+_INVISIBLE = frozenset(
+    [
+        *(0x00AD, 0x034F, 0x061C, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x3164, 0xFEFF, 0xFFA0),
+        *range(0x180B, 0x1810),
+        *range(0x200B, 0x2010),
+        *range(0x202A, 0x202F),
+        *range(0x2060, 0x2070),
+        *range(0xFE00, 0xFE10),
+        *range(0xE0000, 0xE0020),
+        0xE007F,
+        *range(0xE0100, 0xE01F0),  # variation selectors supplement
+    ]
 )
-# Tag characters U+E0020..U+E007E mirror printable ASCII.
-_TAGS = re.compile("[\U000e0020-\U000e007e]+")
-_DASHES = re.compile("[\u2010-\u2015\u2212\ufe58\ufe63\uff0d]")
+_DASHES = frozenset([*range(0x2010, 0x2016), 0x2212, 0xFE58, 0xFE63, 0xFF0D])
 
 
-def _untag(match: re.Match[str]) -> str:
-    return "".join(chr(ord(ch) - 0xE0000) for ch in match.group())
+def _char(code: int) -> str:
+    """What one non-ASCII character normalizes to (possibly nothing, possibly several)."""
+    if code in _INVISIBLE:
+        return ""
+    if 0xE0020 <= code <= 0xE007E:
+        return chr(code - 0xE0000)  # tag characters mirror printable ASCII
+    if code in _DASHES:
+        return "-"
+    char = chr(code)
+    digit = unicodedata.decimal(char, None)
+    if digit is not None:
+        return str(digit)
+    out = []
+    for part in unicodedata.normalize("NFKC", char):
+        category = unicodedata.category(part)
+        if category in ("Mn", "Me"):
+            continue
+        if category == "Nd":
+            out.append(str(unicodedata.decimal(part)))
+        elif ord(part) in _DASHES:
+            out.append("-")
+        else:
+            out.append(part)
+    return "".join(out)
+
+
+class _Table(dict[int, str]):
+    """`str.translate` table filled on first sight of each character: after warm-up the
+    translation runs in C."""
+
+    def __missing__(self, code: int) -> str:
+        value = _char(code)
+        self[code] = value
+        return value
+
+
+_TABLE = _Table()
 
 
 def normalize(text: str) -> str:
-    """NFKC, invisible characters removed, tags decoded, dashes unified. ASCII is unchanged."""
+    """The text a detector reads. ASCII is returned as is."""
     if text.isascii():
         return text
-    text = _INVISIBLE.sub("", text)
-    text = _TAGS.sub(_untag, text)
-    text = unicodedata.normalize("NFKC", text)
-    return _DASHES.sub("-", text)
+    return text.translate(_TABLE)
 
 
-def _json_text(text: str) -> str:
-    """Tool arguments and results are JSON; `\\u0040`-style escapes would hide a value from the
-    matcher, so escaped JSON is re-serialized with real characters. Non-JSON stays as is."""
-    if "\\u" not in text:
-        return text
-    try:
-        return json.dumps(json.loads(text), ensure_ascii=False)
-    except (ValueError, RecursionError):
-        return text
+_NON_ASCII = re.compile("[^\x00-\x7f]")
 
 
-def message_segments(message: ChatMessage) -> list[str]:
-    """Every piece of text a message carries, in the order a reader meets it."""
-    parts: list[str] = []
-    if message.name:
-        parts.append(message.name)
-    if message.content:
-        parts.append(_json_text(message.content) if message.role == "tool" else message.content)
-    for call in message.tool_calls:
-        parts.append(call.name)
-        parts.append(_json_text(call.arguments))
-    return parts
+@dataclass(frozen=True, slots=True)
+class Remap:
+    """Maps offsets in a transformed text back to the text it came from.
+
+    `edits` are the places where the transformation changed length or content:
+    (new_start, new_end, old_start, old_end), sorted. Outside edits, offsets shift by the sum of
+    the length changes before them; an offset inside an edit maps to the edit's whole source.
+    """
+
+    edits: tuple[tuple[int, int, int, int], ...]
+
+    def start(self, pos: int) -> int:
+        return self._map(pos, end=False)
+
+    def end(self, pos: int) -> int:
+        return self._map(pos, end=True)
+
+    def _map(self, pos: int, *, end: bool) -> int:
+        edits = self.edits
+        # A start belongs to the edit at or before it; an end to the edit strictly before it
+        # (a span ending where an edit begins does not include that edit's source).
+        if end:
+            index = bisect.bisect_left(edits, (pos,)) - 1
+        else:
+            index = bisect.bisect_right(edits, (pos, 1 << 62)) - 1
+        if index < 0:
+            return pos
+        _, new_end, old_start, old_end = edits[index]
+        if pos < new_end:
+            # Inside an edit: the edit's whole source.
+            return old_end if end else old_start
+        return old_end + (pos - new_end)
+
+
+IDENTITY = Remap(())
+
+
+class LazyRemap:
+    """`normalize_remap(text)`, computed on first use: most parts never need locating."""
+
+    __slots__ = ("_remap", "_text")
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._remap: Remap | None = None
+
+    def _get(self) -> Remap:
+        if self._remap is None:
+            self._remap = normalize_remap(self._text)
+        return self._remap
+
+    def start(self, pos: int) -> int:
+        return self._get().start(pos)
+
+    def end(self, pos: int) -> int:
+        return self._get().end(pos)
+
+
+def normalize_remap(text: str) -> Remap:
+    """The offsets map of `normalize(text)` (computed only when a finding needs locating)."""
+    if text.isascii():
+        return IDENTITY
+    edits = []
+    shift = 0
+    for match in _NON_ASCII.finditer(text):
+        old = match.start()
+        value = _TABLE[ord(match.group())]
+        new = old + shift
+        if len(value) != 1:
+            edits.append((new, new + len(value), old, old + 1))
+            shift += len(value) - 1
+    return Remap(tuple(edits))
+
+
+def to_bytes(text: str) -> bytes:
+    """UTF-8 for the matcher, padded with a newline on both sides so that every pattern's
+    boundary character class also matches at the start and end of the text."""
+    return b"\n" + text.encode("utf-8", "replace") + b"\n"
+
+
+def sub_remap(
+    pattern: re.Pattern[str], text: str, replace: Callable[[re.Match[str]], str]
+) -> tuple[str, Remap]:
+    """`pattern.sub(replace, text)` with the offsets map back to `text`. Linear."""
+    pieces: list[str] = []
+    edits: list[tuple[int, int, int, int]] = []
+    last = shift = 0
+    for match in pattern.finditer(text):
+        start, end = match.span()
+        value = replace(match)
+        pieces.append(text[last:start])
+        pieces.append(value)
+        new = start + shift
+        edits.append((new, new + len(value), start, end))
+        shift += len(value) - (end - start)
+        last = end
+    pieces.append(text[last:])
+    return "".join(pieces), Remap(tuple(edits))
+
+
+class LazySubRemap:
+    """The offsets map of `pattern.sub(replace, text)`, computed on first use (the decoded
+    text itself comes from `re.sub`, in C; the map is only needed to locate a finding)."""
+
+    __slots__ = ("_args", "_remap")
+
+    def __init__(
+        self, pattern: re.Pattern[str], text: str, replace: Callable[[re.Match[str]], str]
+    ) -> None:
+        self._args = (pattern, text, replace)
+        self._remap: Remap | None = None
+
+    def _get(self) -> Remap:
+        if self._remap is None:
+            self._remap = sub_remap(*self._args)[1]
+        return self._remap
+
+    def start(self, pos: int) -> int:
+        return self._get().start(pos)
+
+    def end(self, pos: int) -> int:
+        return self._get().end(pos)
 
 
 def request_text(params: ChatParams) -> str:
-    """The whole conversation (every role, tool calls included), normalized, as one string."""
+    """The conversation's text (names, contents, tool calls), normalized, for the token
+    estimate."""
     segments: list[str] = []
     for message in params.messages:
-        segments.extend(message_segments(message))
-    return normalize(SEPARATOR.join(segment for segment in segments if segment))
+        if message.name:
+            segments.append(message.name)
+        if message.content:
+            segments.append(message.content)
+        for call in message.tool_calls:
+            segments.append(call.name)
+            segments.append(call.arguments)
+    return normalize(SEPARATOR.join(segments))
 
 
 def instruction_text(params: ChatParams) -> tuple[str, str]:
@@ -85,9 +246,3 @@ def instruction_text(params: ChatParams) -> tuple[str, str]:
             break
     system = "\n".join(m.content for m in params.messages if m.role == "system" and m.content)
     return normalize(user), normalize(system)
-
-
-def to_bytes(text: str) -> bytes:
-    """UTF-8 for the matcher, padded with a newline on both sides so that every pattern's
-    boundary character class also matches at the start and end of the text."""
-    return b"\n" + text.encode("utf-8", "replace") + b"\n"

@@ -17,51 +17,63 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
+from collections.abc import Hashable, Iterator
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 from gateway.chat import ChatParams
 
 # Non-text leaves: numbers and flags carry no content a detector could read.
-_SCALARS = (bool, int, float, type(None))
+_SCALAR_TYPES = frozenset({bool, int, float, type(None)})
 
 
 @cache
-def _field_names(cls: type) -> tuple[str, ...]:
+def _dataclass_fields(cls: Any) -> tuple[str, ...] | None:
+    if not dataclasses.is_dataclass(cls):
+        return None
     return tuple(f.name for f in dataclasses.fields(cls))
 
 
 def request_parts(params: ChatParams) -> Iterator[tuple[str, str]]:
     """(path, text) for every non-empty string in the request, in field order."""
-    return _walk(params, "")
+    out: list[tuple[str, str]] = []
+    _walk(params, "", out)
+    return iter(out)
 
 
-def _walk(value: Any, path: str) -> Iterator[tuple[str, str]]:
-    if isinstance(value, str):
+def _walk(value: Any, path: str, out: list[tuple[str, str]]) -> None:
+    # A plain recursive function appending to one list: ~4x faster than nested generators.
+    kind = type(value)
+    if kind is str:
         if value:
-            yield path, value
-    elif isinstance(value, _SCALARS):
+            out.append((path, value))
         return
-    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+    if kind in _SCALAR_TYPES:
+        return
+    names = _dataclass_fields(cast(Hashable, kind))
+    if names is not None:
         prefix = f"{path}." if path else ""
-        for name in _field_names(type(value)):
-            yield from _walk(getattr(value, name), prefix + name)
-    elif isinstance(value, tuple | list):
+        for name in names:
+            item = getattr(value, name)
+            if item is not None:
+                _walk(item, prefix + name, out)
+    elif kind is tuple or kind is list:
         for index, item in enumerate(value):
-            yield from _walk(item, f"{path}[{index}]")
-    elif isinstance(value, dict):
+            _walk(item, f"{path}[{index}]", out)
+    elif kind is dict:
         for key, item in value.items():
-            if not isinstance(key, str):
+            if type(key) is not str:
                 raise TypeError(f"{path}: a dict key of type {type(key).__name__} is not JSON")
             quoted = json.dumps(key, ensure_ascii=False)
             if key:
-                yield f"{path}{{{quoted}}}", key
-            yield from _walk(item, f"{path}[{quoted}]")
+                out.append((f"{path}{{{quoted}}}", key))
+            _walk(item, f"{path}[{quoted}]", out)
+    elif isinstance(value, str):  # a str subclass (an enum value)
+        if value:
+            out.append((path, str(value)))
     else:
         # Fail closed: an unknown type might carry text the adapters serialize.
-        kind = type(value).__name__
-        raise TypeError(f"{path or 'request'}: cannot inspect a value of type {kind}")
+        raise TypeError(f"{path or 'request'}: cannot inspect a value of type {kind.__name__}")
 
 
 def part_text(params: ChatParams, path: str) -> str:

@@ -15,6 +15,7 @@ from gateway.inspect import Inspector
 from gateway.inspect import validators as v
 from gateway.inspect.classification import Classifier
 from gateway.levels import Level
+from tests.data.egress_cases import GITHUB
 
 CARD = "4111 1111 1111 1111"
 SSN = "123-45-6789"
@@ -105,7 +106,7 @@ def test_finding_levels_follow_defaults_and_overrides() -> None:
             "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
             "secret.jwt",
         ),
-        ("token ghp_aB3dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5", "secret.github_token"),
+        (f"token {GITHUB}", "secret.github_token"),
         ("xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx", "secret.slack_token"),
         ('password = "Xk9#mP2$vL7q"', "secret.assignment"),
         ("postgres://admin:S3cr3tPw@db.corp.local:5432/app", "secret.url_credentials"),
