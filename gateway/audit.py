@@ -54,11 +54,14 @@ class DecisionRecord:
     # Every candidate the dispatcher reached: `error` is the failure kind (`timeout`,
     # `server`...) or skip reason (`budget`, `circuit_open`...), None when it answered.
     attempts: tuple[Attempt, ...] = ()
-    enforcement: str | None = None  # allowed, rerouted or denied
+    enforcement: str | None = None  # allowed, rerouted, redacted or denied
     cost_usd: float = 0.0
     latency_ms: float = 0.0
     status: str = "OK"  # the gRPC status code name
     reason: str | None = None  # the ErrorInfo reason when the request failed
+    # Detector id -> values replaced by placeholders in what the model got (only when redacted).
+    redacted: tuple[tuple[str, int], ...] = ()
+    unrestored: int = 0  # placeholder-shaped tokens in the answer that stood for nothing
 
     @classmethod
     def of(cls, outcome: Outcome, trace_id: str | None) -> DecisionRecord:
@@ -87,12 +90,14 @@ class DecisionRecord:
             latency_ms=round(outcome.duration_s * 1000, 3),
             status=outcome.status,
             reason=outcome.error,
+            redacted=outcome.redacted,
+            unrestored=outcome.unrestored,
         )
 
     def to_json(self) -> str:
         # Spelled out rather than dataclasses.asdict, which deep-copies every value and cost
         # more than the rest of the line's work together (bench/bench_telemetry.py).
-        line = {
+        line: dict[str, object] = {
             "decision_id": self.decision_id,
             "time": self.time,
             "rpc": self.rpc,
@@ -125,6 +130,10 @@ class DecisionRecord:
             "status": self.status,
             "reason": self.reason,
         }
+        # Only on redacted requests, so other lines keep their shape.
+        if self.redacted:
+            line["redacted"] = dict(self.redacted)
+            line["unrestored"] = self.unrestored
         return _ENCODER.encode(line)
 
 

@@ -26,6 +26,7 @@ from gateway.providers.base import UpstreamError
 # Enforcement outcomes, as the decision log and the `celgate.enforcement` attribute name them.
 ALLOWED = "allowed"
 REROUTED = "rerouted"
+REDACTED = "redacted"  # the chosen model gets the request with some values replaced
 DENIED = "denied"
 
 # Attempt reasons for candidates the dispatcher passed over without an upstream call.
@@ -170,12 +171,18 @@ class Outcome:
     policy: PolicyFacts | None
     candidates: tuple[Candidate, ...]
     blocked: tuple[tuple[str, str], ...]  # (model, reason) refused by enforcement
-    enforced: str | None  # what enforcement decided: allowed or rerouted
-    enforcement: str | None  # the final word: allowed, rerouted or denied
+    enforced: str | None  # what enforcement decided: allowed, rerouted or redacted
+    enforcement: str | None  # the final word: allowed, rerouted, redacted or denied
     routed: str | None  # the dry run's would-be model
     model: str | None  # the model that answered
     attempts: tuple[Attempt, ...]
     cost_usd: float
+    # (detector id, values replaced) of the request the answering (or, for the dry run, the
+    # would-be) model got; empty when it got the original. Never the values or the mapping.
+    redacted: tuple[tuple[str, int], ...] = ()
+    # Placeholder-shaped tokens in the answer that no redacted value stood for (invented or
+    # mangled by the model), left as they were.
+    unrestored: int = 0
 
     @property
     def calls(self) -> int:
@@ -197,6 +204,8 @@ class Progress:
     enforced: str | None = None
     routed: str | None = None
     model: str | None = None
+    redacted: tuple[tuple[str, int], ...] = ()
+    unrestored: int = 0
     # The dispatcher appends to this list as it walks the chain (the one attempt history).
     attempts: list[Attempt] = field(default_factory=list)
 
@@ -231,4 +240,6 @@ class Progress:
             model=self.model,
             attempts=attempts,
             cost_usd=sum((a.cost_usd for a in attempts if a.error is None), 0.0),
+            redacted=self.redacted,
+            unrestored=self.unrestored,
         )

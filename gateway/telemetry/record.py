@@ -40,6 +40,8 @@ from gateway.telemetry.names import (
     CELGATE_POLICY_NAME,
     CELGATE_POLICY_REVISION,
     CELGATE_POLICY_RULE,
+    CELGATE_REDACTED,
+    CELGATE_REDACTION_UNRESTORED,
     CELGATE_TASK_TYPE,
     CELGATE_TENANT,
     ERROR_TYPE,
@@ -112,6 +114,10 @@ def _decision(outcome: Outcome, enforcement: str | None) -> Attributes:
         attributes[CELGATE_POLICY_RULE] = policy.rule
     if enforcement is not None:
         attributes[CELGATE_ENFORCEMENT] = enforcement
+    if outcome.redacted:
+        attributes[CELGATE_REDACTED] = tuple(f"{d}={n}" for d, n in outcome.redacted)
+    if outcome.unrestored:
+        attributes[CELGATE_REDACTION_UNRESTORED] = outcome.unrestored
     return attributes
 
 
