@@ -72,6 +72,7 @@ def redact(params: ChatParams, findings: Iterable[Finding]) -> Redaction:
                 raise ValueError(f"finding {finding.detector} points outside the request")
             spans.setdefault(loc.part, []).append(_Span(loc.start, loc.end, finding.detector))
 
+    _every_occurrence(texts, spans)
     allocator = _Allocator(texts.values())
     edits: dict[str, str] = {}
     counts: dict[str, int] = {}
@@ -91,6 +92,32 @@ def redact(params: ChatParams, findings: Iterable[Finding]) -> Redaction:
         pieces.append(text[cursor:])
         edits[part] = "".join(pieces)
     return Redaction(replace_parts(params, edits), allocator.mapping, counts)
+
+
+def _every_occurrence(texts: Mapping[str, str], spans: dict[str, list[_Span]]) -> None:
+    """Add a span for every other occurrence of a located value, in any part: a value the
+    inspector rated lower elsewhere (an address as an attribution in a tool result) or did not
+    flag there at all must not go out verbatim beside its placeholder. JSON-escaped forms (in
+    tool arguments and JSON tool results) are found too."""
+    values: dict[str, str] = {}
+    for part, part_spans in spans.items():
+        text = texts[part]
+        for span in part_spans:
+            value = _value(text[span.start : span.end])
+            values.setdefault(value, span.detector)
+    if not values:
+        return
+    forms: dict[str, str] = {}
+    for value, detector in values.items():
+        for form in {value, json.dumps(value)[1:-1], json.dumps(value, ensure_ascii=False)[1:-1]}:
+            if form:
+                forms.setdefault(form, detector)
+    for part, text in texts.items():
+        for form, detector in forms.items():
+            at = text.find(form)
+            while at != -1:
+                spans.setdefault(part, []).append(_Span(at, at + len(form), detector))
+                at = text.find(form, at + len(form))
 
 
 def _merge(spans: list[_Span]) -> list[_Span]:

@@ -140,3 +140,29 @@ def test_stream_holds_back_only_a_possible_placeholder_prefix() -> None:
     assert stream.feed("b") == "<b"
     assert stream.feed("<EMAIL_1>!") == "a@b.example!"
     assert stream.finish() == ""
+
+
+def test_every_occurrence_of_a_redacted_value_is_replaced_even_where_it_was_not_flagged() -> None:
+    """The inspector may rate the same value lower in one place (an address as an attribution
+    in a tool result) or miss it there: it must not go out verbatim beside its placeholder."""
+    email = "josé.roe@gmail.com"
+    params = ChatParams(
+        messages=(
+            ChatMessage("user", f"Ticket from {email}."),
+            ChatMessage(
+                "assistant", tool_calls=(ToolCall("c1", "find", json.dumps({"to": email})),)
+            ),
+            ChatMessage(
+                "tool", json.dumps({"contact": email}, ensure_ascii=False), tool_call_id="c1"
+            ),
+        )
+    )
+    only_first = Finding(
+        "pii.email", Level.CONFIDENTIAL, 1, (Location("messages[0].content", 12, 12 + len(email)),)
+    )
+    result = redact(params, [only_first])
+    sent = "\n".join(text for _, text in request_parts(result.params))
+    assert email not in sent and json.dumps(email)[1:-1] not in sent
+    assert sent.count("<EMAIL_1>") == 3
+    assert result.counts == {"pii.email": 1}
+    assert json.loads(result.params.messages[1].tool_calls[0].arguments) == {"to": "<EMAIL_1>"}
