@@ -128,8 +128,15 @@ class AnswerRestorer:
         delta = self._stream.feed(chunk.content_delta)
         if chunk.finish_reason is not None:
             delta += self._stream.finish()
-        return dataclasses.replace(
-            chunk, content_delta=delta, tool_calls=self._calls(chunk.tool_calls)
+        if delta == chunk.content_delta and not chunk.tool_calls:
+            return chunk  # most chunks: nothing to restore, nothing held
+        # The constructor, not dataclasses.replace: this runs per chunk.
+        return Chunk(
+            delta,
+            self._calls(chunk.tool_calls),
+            chunk.finish_reason,
+            chunk.usage,
+            chunk.response_model,
         )
 
     def _calls(self, calls: tuple[ToolCall, ...]) -> tuple[ToolCall, ...]:
