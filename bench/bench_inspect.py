@@ -141,12 +141,12 @@ def main() -> None:
     print("pathological inputs, current engine (us per KB should stay flat as size doubles):")
     current = engines[-1]
     for label, unit in PATHOLOGICAL.items():
-        row = []
+        cells: list[str] = []
         for kb in (25, 50, 100):
             text = unit * (kb * 1024 // len(unit))
             ((p50, _),) = measure([current], "text", text, 0.4)
-            row.append(f"{kb:>3} KB {p50 / 1e3:7.2f} ms ({p50 / kb:6.1f} us/KB)")
-        print(f"  {label:<17} " + "  ".join(row))
+            cells.append(f"{kb:>3} KB {p50 / 1e3:7.2f} ms ({p50 / kb:6.1f} us/KB)")
+        print(f"  {label:<17} " + "  ".join(cells))
 
 
 if __name__ == "__main__":

@@ -82,8 +82,9 @@ _CARD_PREFIX = re.compile(
     rb"4|5[1-5]|2(?:22[1-9]|2[3-9]\d|[3-6]\d\d|7[01]\d|720)|3[47]|6011|64[4-9]|65|35"
     rb"|30[0-5]|3[689]|62|5[06-9]|6[0-9]|1800|2131"
 )
-# 12-digit numbers are Maestro only; 1800 and 2131 are 15-digit JCB only.
-_MAESTRO_12 = re.compile(rb"5[06-8]|6")
+# 12-digit numbers only with Maestro's own IINs (a 12-digit number is far more often an
+# account id: AWS's are 12 digits); 1800 and 2131 are 15-digit JCB only.
+_MAESTRO_12 = re.compile(rb"50(?:18|20|38)|5893|6304|6390|6759|676[1-3]")
 _JCB_15 = (b"1800", b"2131")
 _HEX_WORD = re.compile(rb"[0-9A-Fa-f]*[A-Fa-f][0-9A-Fa-f]*")
 
@@ -261,6 +262,8 @@ def email(data: bytes, start: int, end: int) -> bool:
         and value[:at] == b"git"
     ):
         return False  # `git@github.com:org/repo`: an SSH remote, not an address
+    if b"example" in value[:at].lower():
+        return False  # `exampleUser@...`: a documentation placeholder
     domain = value[at + 1 :].lower()
     tld = domain[domain.rfind(b".") + 1 :]
     if tld in _FILE_SUFFIXES or tld in _RESERVED_TLDS:
@@ -278,19 +281,32 @@ _ATTRIBUTION = (
     b"author", b"maintainer", b"copyright", b"(c)", b"\xc2\xa9", b"written by",
     b"contributed by", b"created by", b"cloned by", b"tweaks by", b"added by", b"signed-off-by",
     b"co-authored-by", b"reviewed-by", b"acked-by", b"tested-by", b"reported-by", b"credits",
-    b"thanks to", b"report bugs to", b"__email__", b"_email", b"contact",
+    b"thanks to", b"report bugs to", b"__email__", b"author_email", b"maintainer_email",
+    b"contact",
 )  # fmt: skip
 # "by Jane Roe (jane@...)" or "by Jane Roe <jane@...>".
+_MAILING_LIST = re.compile(rb"(?i)@(?:googlegroups\.com|lists\.|[\w.\-]+\.lists\.)")
 _ATTRIBUTION_WORD = re.compile(b"|".join(re.escape(word) for word in _ATTRIBUTION))
-_BY_NAME = re.compile(rb"(?i:\bby)[ \t]+[A-Z][\w.'\-]*(?:[ \t,]+[A-Z][\w.'\-]*){0,3}[ \t]*[(<]\Z")
+_NAME_WORD = rb"[A-Z][^\s<>()@,:;]*"
+_BY_NAME = re.compile(
+    rb"(?i:\bby):?[ \t]+" + _NAME_WORD + rb"(?:[ \t,]+" + _NAME_WORD + rb"){0,3}[ \t]*[(<]{1,2}\Z"
+)
 # "Jane Roe <jane@...>" or "Email: <jane@...>" as the whole of a (comment) line's start.
-_NAME = rb"[A-Z][\w.'\-]*(?:[ \t]+[A-Z][\w.'\-]*){0,3}[ \t]*"
+_NAME = (
+    _NAME_WORD
+    + rb"(?:[ \t]+(?:"
+    + _NAME_WORD
+    + rb"|de|da|di|du|del|der|la|le|van|von|bin|al)){0,4}[ \t]*"
+)
 _HEADER_LINE = re.compile(
     # On a comment line: an address, "Email: address" or "Jane Roe <address>".
-    rb"[ \t]*(?:#+|//|/?\*+|;+|--|\.\.)[ \t]*(?:(?i:e-?mail|mailto)[ \t]*:[ \t]*)?"
-    rb"(?:" + _NAME + rb")?[<(]?\Z"
-    # On a line of its own: "Jane Roe <address>" (an AUTHORS file, a changelog trailer).
-    rb"|[ \t]*" + _NAME + rb"[<(]\Z"
+    rb"[ \t]*(?:#+|//|/\*+|;+|--|\.\.)[ \t]*(?:(?i:e-?mail|mailto)[ \t]*:[ \t]*)?"
+    rb"(?:" + _NAME + rb")?[<(]{0,2}\Z"
+    # A list item naming someone: "* Jane Roe <address>" (a bare address in a list is data).
+    rb"|[ \t]*[-+*][ \t]*" + _NAME + rb"[<(]{1,2}\Z"
+    # On a line of its own: "Jane Roe <address>" (an AUTHORS file, a changelog trailer), or
+    # a bracketed address continuing a list of them.
+    rb"|[ \t]*" + _NAME + rb"[<(]\Z|[ \t]*[<(]\Z"
 )
 # What may follow the address on a header line: a closing bracket, a comma, a date.
 _HEADER_TAIL = re.compile(rb"[>),]?[ \t,]*(?:[^@\n]{0,40})\n")
@@ -303,6 +319,8 @@ def email_kind(data: bytes, start: int, end: int) -> str | None:
     line_start = max(data.rfind(b"\n", max(0, start - 120), start) + 1, start - 120)
     if _ATTRIBUTION_WORD.search(data[line_start:start].lower()) is not None:
         return EMAIL_ATTRIBUTION
+    if _MAILING_LIST.search(data, start, end) is not None:
+        return EMAIL_ATTRIBUTION  # a project's public mailing list, not a person
     if data.find(b"by", line_start, start) >= 0 and _BY_NAME.search(data, line_start, start):
         return EMAIL_ATTRIBUTION
     header = _HEADER_LINE.match(data, line_start, start) is not None
@@ -490,8 +508,8 @@ def _char_classes(value: bytes) -> int:
 
 
 def aws_access_key(data: bytes, start: int, end: int) -> bool:
-    # AKIAIOSFODNN7EXAMPLE and friends are AWS's documentation keys.
-    return not _core(data, start, end).endswith(b"EXAMPLE")
+    # AKIAIOSFODNN7EXAMPLE, AKIAEXAMPLE123... : AWS's documentation keys.
+    return b"EXAMPLE" not in _core(data, start, end)
 
 
 def _opaque_key(value: bytes, min_entropy: float) -> bool:
@@ -656,7 +674,11 @@ def pem_private_key(data: bytes, start: int, end: int) -> bool | tuple[int, int]
     if body is None:
         return False
     close = _PEM_END.search(data, body.end(), body.end() + 16384)
-    return start, close.end() if close is not None else body.end()
+    stop = close.end() if close is not None else body.end()
+    block = data[end : close.start() if close is not None else stop]
+    if b"EXAMPLE" in block or b"..." in block:
+        return False  # a documentation sample, or a key shortened with "...": not usable
+    return start, stop
 
 
 _PUTTY_BODY = re.compile(rb"Private-Lines:[ \t]*[0-9]+(?:[ \t\r\n]|\\[rn])+[A-Za-z0-9+/=]{40}")
@@ -679,6 +701,9 @@ _REFERENCE_START = (b"<", b"${", b"$(", b"{{", b"%(", b"#{", b"[[")
 _REFERENCE = re.compile(rb"\$[A-Za-z_][A-Za-z0-9_]*|%[A-Za-z_][A-Za-z0-9_]*%|\{[A-Za-z0-9_]*\}")
 _PLACEHOLDER_WORD = re.compile(b"|".join(re.escape(word) for word in _PLACEHOLDER_WORDS))
 _CONSTANT_NAME = re.compile(rb"[A-Z][A-Z0-9_]*")
+# A value that names what it stands for ("default_secret_key", "sas-token-for-storage",
+# "my-password") describes a secret rather than being one.
+_NAMES_A_SECRET = re.compile(rb"password|secret|token|api_?key|omitted|removed")
 # Words that are a value's name or type, not the value.
 _NOT_VALUES = frozenset(
     b"password passwd passphrase passcode pwd pass secret token apikey api_key key none null nil"
@@ -705,6 +730,8 @@ def _placeholder(value: bytes) -> bool:
         _reference(value)
         or _PLACEHOLDER_WORD.search(lowered) is not None
         or lowered.strip(b"\"'`") in _NOT_VALUES
+        or _NAMES_A_SECRET.search(lowered) is not None
+        or (b"_" in value and _CONSTANT_NAME.fullmatch(value) is not None)
         or set(value) <= set(b"*x.-_#?")
     )
 
@@ -732,6 +759,11 @@ _ASSIGN = re.compile(
 )
 _VALUE_STOP = frozenset(b" \t\r\n\f\v\"'`,;<>")
 _value_run = walk_back(frozenset(range(256)) - _VALUE_STOP, 256)
+# Names ending in "token" that are not credentials: pagination cursors, idempotency keys.
+_NOT_SECRET_NAME = re.compile(
+    rb"(?i)(?:next|page|continuation|pagination|sync|resume|idempotency|client|request|start"
+    rb"|starting|marker|cursor|change|etag|delete|end|update)[_\-]?(?:page[_\-]?)?token\Z"
+)
 _IDENT_CHARS = frozenset(b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_-.")
 _ident_start = walk_back(_IDENT_CHARS, 80)
 
@@ -750,6 +782,8 @@ def _unquoted_literal(
         return False  # a call, index, literal structure, template, or YAML tag/anchor/alias
     if value.lower() in _NOT_VALUES or _DOTTED.fullmatch(value) or _reference(value):
         return False
+    if value.endswith(b".") and _IDENTIFIER.fullmatch(value[:-1]):
+        return False  # `obj.` an attribute access that goes on
     if sep == b":" and _CAMEL_TYPE.fullmatch(value):
         return False  # a type annotation (`token: Token`)
     line_start, line_end = _line_bounds(data, start, end)
@@ -795,6 +829,8 @@ def secret_assignment(data: bytes, start: int, end: int) -> bool | tuple[int, in
             return False  # `bypass`, `compass`: a word ending in the key
     ident_start = _ident_start(data, key_start)
     password = key in _PASSWORD_KEYS
+    if not password and _NOT_SECRET_NAME.search(data, ident_start, match.end("key")):
+        return False  # a pagination cursor or idempotency token, not a credential
     sep = match.group("sep")
     spaced = bool(match.group("pre") or match.group("post"))
     if match.group("qv") is not None:

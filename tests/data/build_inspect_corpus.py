@@ -14,7 +14,13 @@ import base64
 import json
 import random
 import string
+import sys
+from collections.abc import Callable
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.data.egress_cases import ALSO, NON_LITERALS, NOT_FOUND, SCOPE, SECRETS, crc_token
 
 rng = random.Random(20240604)
 ALNUM = string.ascii_letters + string.digits
@@ -66,14 +72,23 @@ def group(number: str, sizes: list[int], sep: str) -> str:
 
 
 def cards() -> list[str]:
-    values = ["4111111111111111", "5555555555554444", "378282246310005", "6011111111111117"]
+    values: list[str] = [
+        "4111111111111111",
+        "5555555555554444",
+        "378282246310005",
+        "6011111111111117",
+    ]
     brands = [("4", 16), ("51", 16), ("55", 16), ("2221", 16), ("34", 15), ("37", 15),
-              ("6011", 16), ("3530", 16), ("4", 13), ("62", 19)]  # fmt: skip
+              ("6011", 16), ("3530", 16), ("4", 13), ("62", 19),
+              # Maestro 12-digit, the old 15-digit JCB ranges, JCB 35xx as card generators make them.
+              ("5018", 12), ("6304", 12), ("1800", 15), ("2131", 15), ("35", 16)]  # fmt: skip
     for prefix, length in brands * 3:
         number = luhn_complete(prefix, length)
         style = rng.randrange(3)
         if length == 15:
             values.append(group(number, [4, 6, 5], rng.choice([" ", "-"])) if style else number)
+        elif length == 12 and style:
+            values.append(group(number, [4, 4, 4], " "))
         elif length == 16 and style:
             values.append(group(number, [4, 4, 4, 4], " " if style == 1 else "-"))
         else:
@@ -149,7 +164,7 @@ def ssns() -> list[str]:
 def ninos() -> list[str]:
     first = [c for c in string.ascii_uppercase if c not in "DFIQUV"]
     second = [c for c in string.ascii_uppercase if c not in "DFIOQUV"]
-    values = []
+    values: list[str] = []
     while len(values) < 24:
         prefix = rng.choice(first) + rng.choice(second)
         if prefix in {"BG", "GB", "KN", "NK", "NT", "TN", "ZZ"}:
@@ -237,7 +252,8 @@ def jwt() -> str:
 
 
 def github() -> str:
-    return rng.choice(["ghp_", "gho_", "ghs_", "ghu_"]) + rand(ALNUM, 36)
+    # Checksummed like real tokens (30 random characters + base62 CRC32).
+    return crc_token(rng.choice(["ghp_", "gho_", "ghs_", "ghu_"]))
 
 
 def slack() -> str:
@@ -254,6 +270,33 @@ ASSIGN_FORMS = ['password="{s}"', "DB_PASSWORD={s}", "api_key: {s}", '"client_se
 URL_FORMS = ["postgres://app:{s}@db.internal:5432/orders", "mongodb+srv://admin:{s}@cluster0.mongodb.net/test",
              "redis://:{s}@cache:6379/0", "https://deploy:{s}@git.corp.local/repo.git",
              "amqp://guest:{s}@rabbit/vhost", "mysql://root:{s}@10.0.0.5/app"]  # fmt: skip
+
+
+TOKEN_CONTEXTS = ["export {k}={v}\n", "Here is the key: {v} (do not share)", '{{"{k}": "{v}"}}',
+                  "{k}: {v}\n", "curl -s https://api.acme.io -H X-Key:{v}"]  # fmt: skip
+
+
+def tokens() -> list[tuple[str, dict[str, int]]]:
+    """Several made-up tokens per opaque-key format, in prose, env, JSON and shell contexts."""
+    b62 = string.ascii_letters + string.digits
+    makers: dict[str, Callable[[], str]] = {
+        "secret.openai_key": lambda: "sk-proj-" + rand(b62 + "_-", 100),
+        "secret.anthropic_key": lambda: "sk-ant-api03-" + rand(b62 + "_-", 93) + "AA",
+        "secret.stripe_key": lambda: rng.choice(["sk_live_", "rk_live_"]) + rand(b62, 24),
+        "secret.google_api_key": lambda: "AIza" + rand(b62 + "_-", 35),
+        "secret.gitlab_token": lambda: "glpat-" + rand(b62, 20),
+        "secret.npm_token": lambda: crc_token("npm_"),
+        "secret.pypi_token": lambda: "pypi-AgEIcHlwaS5vcmc" + rand(b62 + "_-", 70),
+        "secret.twilio_key": lambda: "SK" + rng.randbytes(16).hex(),
+        "secret.sendgrid_key": lambda: f"SG.{rand(b62, 22)}.{rand(b62 + '_-', 43)}",
+        "secret.huggingface_token": lambda: "hf_" + rand(string.ascii_letters, 34),
+    }
+    items = []
+    for detector, make in makers.items():
+        for context in TOKEN_CONTEXTS:
+            # A neutral variable name, so that only the format detector is expected.
+            items.append((context.format(k="VALUE_REF", v=make()), {detector: 1}))
+    return items
 
 
 def positives() -> list[tuple[str, dict[str, int]]]:
@@ -308,6 +351,14 @@ def positives() -> list[tuple[str, dict[str, int]]]:
         items.append(
             (f"Customer escalation CASE-{rng.randrange(10**6):06d} reopened", {"regex.case_id": 1})
         )
+    items += tokens()
+    # Addresses credited as authors: attribution, not a person's record.
+    for template in ("# Author: Jo Bloggs <{e}>\nimport os", "__author__ = 'Jo Bloggs ({e})'",
+                     "Signed-off-by: Jo Bloggs <{e}>", "# {e}\n# http://www.acme.io/"):  # fmt: skip
+        items.append((template.format(e=emails()[0]), {"pii.email_attribution": 1}))
+    # The egress review: every secret format, in-scope miss and encoding.
+    for case, text, detector in SECRETS + SCOPE:
+        items.append((text, {detector: 1, **ALSO.get(case, {})}))
     # Several values in one text.
     for _ in range(10):
         e, c, s = emails()[0], cards()[5], ssns()[0]
@@ -381,6 +432,8 @@ def negatives() -> list[str]:
               "NINO QQ 12 34 56 C", "NINO GB123456A", "NINO AB123456E", "falconry and bluebirds",
               "CASE-12345 short", "UNRESTRICTED download", "NONCONFIDENTIAL memo"]  # fmt: skip
     texts += [f"IBAN {v}" for v in bad_ibans()]
+    # Code whose right-hand side is not a literal, versions, slices, hex dumps, SSH remotes.
+    texts += NON_LITERALS + [text for text, _ in NOT_FOUND]
     return texts
 
 

@@ -171,3 +171,17 @@ NOT_FOUND: list[tuple[str, str]] = [
     ("00000010: 4539 1488 0343 6467 6f6b 0a00 ffff 3a3a  E9..Ch..", "fin.payment_card"),
     ("git clone git@github.com:acme/repo.git", "pii.email"),
 ]
+
+# Other detectors a case rightly triggers as well (for the labelled corpus's exact counts).
+ALSO: dict[str, dict[str, int]] = {
+    "aws_secret_named": {"secret.assignment": 1},
+    "aws_secret_near_id": {"secret.aws_access_key": 1},
+    "gitlab": {"secret.url_credentials": 1},
+    "sshpass": {"net.private_ip": 1},
+    "gcp_service_account": {"pii.email": 1},
+    "npm_token": {"secret.assignment": 1},
+    "pypi_token": {"secret.assignment": 1},
+    "twilio_api_key": {"secret.assignment": 1},
+    "sendgrid": {"secret.assignment": 1},
+    "github_checksummed": {"secret.assignment": 1},
+}
