@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import statistics
 import sys
@@ -128,16 +129,18 @@ def main() -> None:
     def first_inspection() -> object:
         return inspector.inspect(params)
 
+    async def reinspect(p: ChatParams) -> Level:
+        return inspector.inspect(p).classification
+
+    loop = asyncio.new_event_loop()
+
     def redaction() -> object:
         floor = redaction_floor(inspection.findings, None, DETECTORS, Level.CONFIDENTIAL)
         assert floor <= Level.INTERNAL
-        redactions, refused = redact_candidates(
-            ("cloud", "local"),
-            {"cloud"},
-            config.models,
-            params,
-            inspection.findings,
-            lambda p: inspector.inspect(p).classification,
+        redactions, refused = loop.run_until_complete(
+            redact_candidates(
+                ("cloud", "local"), {"cloud"}, config.models, params, inspection.findings, reinspect
+            )
         )
         assert not refused
         return AnswerRestorer(redactions["cloud"]).result(answer)
@@ -152,13 +155,10 @@ def main() -> None:
         f"({added / base:.2f}x the first inspection)"
     )
 
-    redactions, _ = redact_candidates(
-        ("cloud",),
-        {"cloud"},
-        config.models,
-        params,
-        inspection.findings,
-        lambda p: inspector.inspect(p).classification,
+    redactions, _ = loop.run_until_complete(
+        redact_candidates(
+            ("cloud",), {"cloud"}, config.models, params, inspection.findings, reinspect
+        )
     )
     redacted = redactions["cloud"]
     words: list[str] = []

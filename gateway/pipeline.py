@@ -144,9 +144,10 @@ class Pipeline:
                 "inspection failed; the request was not sent", reason=Reason.INSPECTION_FAILED
             ) from None
 
-    def reinspect(self, request: ChatRequest, params: ChatParams) -> Level:
+    async def reinspect(self, request: ChatRequest, params: ChatParams) -> Level:
         """The classification of a redacted request, by the same inspector as the original
-        (fail closed like the first inspection)."""
+        (fail closed like the first inspection). A tier added to the first inspection (the
+        personal-data tier) must run here too when it ran there."""
         return self.inspect(dataclasses.replace(request, params=params)).classification
 
     def redaction_floor(self, inspection: Inspection) -> Level | None:
@@ -276,7 +277,7 @@ class Pipeline:
             params = dataclasses.replace(params, max_tokens=min(params.max_tokens or cap, cap))
         redactions: dict[str, Redacted] = {}
         if enforced.redacted:
-            redactions, refused = redact_candidates(
+            redactions, refused = await redact_candidates(
                 enforced.chain,
                 enforced.redacted,
                 self.config.models,

@@ -15,7 +15,7 @@ which findings may be redacted at all is `enforce.redaction_floor`. Here, per re
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from gateway.chat import ChatParams, ChatResult, Chunk, ToolCall
@@ -50,16 +50,18 @@ class Refused:
     reason: str  # a sentence naming the model and levels, never content
 
 
-def redact_candidates(
+async def redact_candidates(
     chain: Sequence[str],
     marked: Iterable[str],
     models: Mapping[str, ModelConfig],
     params: ChatParams,
     findings: Sequence[Finding],
-    reinspect: Callable[[ChatParams], Level],
+    reinspect: Callable[[ChatParams], Awaitable[Level]],
 ) -> tuple[dict[str, Redacted], list[Refused]]:
     """The redacted request of every candidate enforcement marked, and the candidates whose
-    redacted request is still above their clearance (or could not be built)."""
+    redacted request is still above their clearance (or could not be built). `reinspect`
+    gives a redacted request's classification: every inspection tier that ran on the original
+    must run on it too (it may be a coroutine that runs a tier off the event loop)."""
     marked = frozenset(marked)
     by_clearance: dict[Level, Redacted | None] = {}
     redactions: dict[str, Redacted] = {}
@@ -69,7 +71,7 @@ def redact_candidates(
             continue
         clearance = models[alias].clearance
         if clearance not in by_clearance:
-            by_clearance[clearance] = _redacted(params, findings, clearance, reinspect)
+            by_clearance[clearance] = await _redacted(params, findings, clearance, reinspect)
         done = by_clearance[clearance]
         if done is None:
             refused.append(
@@ -88,18 +90,18 @@ def redact_candidates(
     return redactions, refused
 
 
-def _redacted(
+async def _redacted(
     params: ChatParams,
     findings: Sequence[Finding],
     clearance: Level,
-    reinspect: Callable[[ChatParams], Level],
+    reinspect: Callable[[ChatParams], Awaitable[Level]],
 ) -> Redacted | None:
     try:
         redaction = redact(params, to_redact(findings, clearance))
     except (ValueError, KeyError):
         # A finding the inspector could not locate exactly: nothing safe to send redacted.
         return None
-    return Redacted(redaction, reinspect(redaction.params))
+    return Redacted(redaction, await reinspect(redaction.params))
 
 
 class AnswerRestorer:

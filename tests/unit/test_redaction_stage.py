@@ -48,14 +48,22 @@ CONFIG = parse_config(
 )
 
 
-def test_one_redaction_per_clearance_shared_by_fallbacks_and_inspected_again() -> None:
+async def level(value: Level) -> Level:
+    return value
+
+
+async def public(params: ChatParams) -> Level:
+    return Level.PUBLIC
+
+
+async def test_one_redaction_per_clearance_shared_by_fallbacks_and_inspected_again() -> None:
     inspected: list[ChatParams] = []
 
-    def reinspect(params: ChatParams) -> Level:
+    async def reinspect(params: ChatParams) -> Level:
         inspected.append(params)
         return Level.PUBLIC
 
-    redactions, refused = redact_candidates(
+    redactions, refused = await redact_candidates(
         ["cloud", "cloud2", "public", "local"],
         {"cloud", "cloud2", "public"},
         CONFIG.models,
@@ -71,14 +79,14 @@ def test_one_redaction_per_clearance_shared_by_fallbacks_and_inspected_again() -
     assert redactions["cloud"].counts == (("pii.email", 1),)
 
 
-def test_a_redacted_request_still_above_clearance_is_refused() -> None:
-    redactions, refused = redact_candidates(
+async def test_a_redacted_request_still_above_clearance_is_refused() -> None:
+    redactions, refused = await redact_candidates(
         ["cloud", "local"],
         {"cloud"},
         CONFIG.models,
         PARAMS,
         [FINDING],
-        lambda params: Level.CONFIDENTIAL,  # the second inspection still finds something
+        lambda params: level(Level.CONFIDENTIAL),  # the second inspection still finds one
     )
     assert redactions == {}
     assert [r.model for r in refused] == ["cloud"]
@@ -86,14 +94,14 @@ def test_a_redacted_request_still_above_clearance_is_refused() -> None:
     assert EMAIL not in refused[0].reason
 
 
-def test_a_finding_without_a_location_refuses_the_candidate() -> None:
-    _, refused = redact_candidates(
+async def test_a_finding_without_a_location_refuses_the_candidate() -> None:
+    _, refused = await redact_candidates(
         ["cloud"],
         {"cloud"},
         CONFIG.models,
         PARAMS,
         [Finding("pii.email", Level.CONFIDENTIAL, 1)],
-        lambda params: Level.PUBLIC,
+        public,
     )
     assert [r.model for r in refused] == ["cloud"]
 
@@ -129,15 +137,15 @@ async def test_the_dispatcher_sends_each_candidate_its_own_request_and_checks_it
         await dispatcher.chat(["cloud"], PARAMS, Level.CONFIDENTIAL, time.monotonic() + 30)
 
 
-def _restorer() -> AnswerRestorer:
-    redactions, _ = redact_candidates(
-        ["cloud"], {"cloud"}, CONFIG.models, PARAMS, [FINDING], lambda p: Level.PUBLIC
+async def _restorer() -> AnswerRestorer:
+    redactions, _ = await redact_candidates(
+        ["cloud"], {"cloud"}, CONFIG.models, PARAMS, [FINDING], public
     )
     return AnswerRestorer(redactions["cloud"])
 
 
-def test_answers_get_the_values_back_in_content_and_tool_arguments() -> None:
-    restorer = _restorer()
+async def test_answers_get_the_values_back_in_content_and_tool_arguments() -> None:
+    restorer = await _restorer()
     result = restorer.result(
         ChatResult(
             "Write to <EMAIL_1>.",
@@ -152,8 +160,8 @@ def test_answers_get_the_values_back_in_content_and_tool_arguments() -> None:
     assert restorer.unrestored == 0
 
 
-def test_a_stream_releases_what_it_held_with_the_last_chunk() -> None:
-    restorer = _restorer()
+async def test_a_stream_releases_what_it_held_with_the_last_chunk() -> None:
+    restorer = await _restorer()
     first = restorer.chunk(Chunk(content_delta="Ends with <EMA"))
     assert first.content_delta == "Ends with "
     last = restorer.chunk(Chunk(finish_reason="stop", usage=Usage()))
