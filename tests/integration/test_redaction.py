@@ -359,3 +359,67 @@ async def test_200_concurrent_requests_never_share_a_mapping(
     for value in everything:
         assert carrying(cloud, value) == 0
     assert cloud.request_count == 160 and local.request_count == 40
+
+
+BUNDLED_POLICY = Path(__file__).resolve().parents[2] / "policies" / "routing"
+
+
+@pytest.fixture
+async def bundled(
+    local: FakeOllama, cloud: FakeOpenAI, tmp_path: Path
+) -> AsyncIterator[tuple[Gateway, Stub]]:
+    """The bundled policy and redaction settings over the bundled aliases, on the doubles."""
+    models = {
+        "llama-local": ollama_model(local.url),
+        **{
+            alias: openai_model(cloud.url, upstream_model=upstream)
+            for alias, upstream in {
+                "claude-opus": "claude-opus-4-7",
+                "gpt-5.5": "gpt-5.5",
+                "deepseek-chat": "deepseek-chat",
+                "gpt-5-mini": "gpt-5-mini",
+            }.items()
+        },
+    }
+    config = make_config(
+        models,
+        "llama-local",
+        policy={"dir": str(BUNDLED_POLICY), "watch": False},
+        enforcement={"on_violation": "deny", "reroute_order": ["llama-local"], "redact": REDACT},
+        audit={"decision_log": str(tmp_path / "decisions.jsonl")},
+    )
+    async with serve(config) as pair:
+        yield pair
+
+
+@pytest.mark.parametrize("rpc", ["Chat", "ChatStream"])
+async def test_the_bundled_policy_sends_a_redactable_support_ticket_to_the_cloud_redacted(
+    bundled: tuple[Gateway, Stub], local: FakeOllama, cloud: FakeOpenAI, rpc: str
+) -> None:
+    _, stub = bundled
+    cloud.respond_with(echo)
+    ticket = conversation(EMAIL)
+    labels = {"kind": "support_ticket"}
+    if rpc == "Chat":
+        reply = await chat(stub, ticket, labels=labels)
+        content, route = reply.content, reply.route
+    else:
+        deltas, _, route = await stream(stub, ticket, labels=labels)
+        content = "".join(deltas)
+    assert route.location == policy_pb2.LOCATION_CLOUD
+    assert dict(route.redacted) == {"pii.email": 1}
+    assert EMAIL in content
+    assert cloud.request_count == 1 and carrying(cloud, EMAIL) == 0
+    assert local.request_count == 0
+
+
+async def test_the_bundled_policy_keeps_other_confidential_requests_local(
+    bundled: tuple[Gateway, Stub], local: FakeOllama, cloud: FakeOpenAI
+) -> None:
+    _, stub = bundled
+    reply = await chat(stub, conversation(EMAIL))  # no support-ticket label
+    assert reply.route.model == "llama-local" and dict(reply.route.redacted) == {}
+    ssn_ticket = [message(pb.ROLE_USER, f"Ticket from {EMAIL}, SSN {SSN}.")]
+    reply = await chat(stub, ssn_ticket, labels={"kind": "support_ticket"})
+    assert reply.route.model == "llama-local"  # the SSN cannot be redacted
+    assert cloud.request_count == 0 and local.request_count == 2
