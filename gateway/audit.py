@@ -56,6 +56,9 @@ class DecisionRecord:
     attempts: tuple[Attempt, ...] = ()
     enforcement: str | None = None  # allowed, rerouted, redacted or denied
     cost_usd: float = 0.0
+    # True when the cost is (partly) an estimate: a stream that ended early, cancelled or
+    # broken, with no usage reported, is charged for what it relayed.
+    cost_estimated: bool = False
     latency_ms: float = 0.0
     status: str = "OK"  # the gRPC status code name
     reason: str | None = None  # the ErrorInfo reason when the request failed
@@ -87,6 +90,7 @@ class DecisionRecord:
             attempts=outcome.attempts,
             enforcement=outcome.enforcement,
             cost_usd=outcome.cost_usd,
+            cost_estimated=outcome.cost_estimated,
             latency_ms=round(outcome.duration_s * 1000, 3),
             status=outcome.status,
             reason=outcome.error,
@@ -126,6 +130,7 @@ class DecisionRecord:
             ],
             "enforcement": self.enforcement,
             "cost_usd": self.cost_usd,
+            "cost_estimated": self.cost_estimated,
             "latency_ms": self.latency_ms,
             "status": self.status,
             "reason": self.reason,

@@ -19,6 +19,7 @@ import grpc
 from gateway.config import ConfigError, load_config
 from gateway.errors import GatewayError
 from gateway.levels import Level
+from gateway.scrub import install_log_scrubbing, scrub_url
 from gateway.v1 import gateway_pb2 as pb
 from gateway.v1 import gateway_pb2_grpc, policy_pb2
 
@@ -57,7 +58,8 @@ def _models(args: argparse.Namespace, out: TextIO) -> int:
     config = load_config(args.config)
     rows = [("ALIAS", "PROVIDER", "UPSTREAM MODEL", "LOCATION", "CLEARANCE", "BASE URL")]
     for alias, m in config.models.items():
-        rows.append((alias, m.provider, m.upstream_model, m.location, m.clearance.name, m.base_url))
+        url = scrub_url(m.base_url)  # proxy credentials are not for the terminal
+        rows.append((alias, m.provider, m.upstream_model, m.location, m.clearance.name, url))
     _table(rows, out)
     return 0
 
@@ -193,6 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=os.environ.get("CELGATE_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    # Every log line, the HTTP client's included, loses URL credentials (proxy passwords).
+    install_log_scrubbing()
     try:
         if args.command == "serve":
             return _serve(args)

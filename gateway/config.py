@@ -118,8 +118,20 @@ class LimitsConfig(_Strict):
     max_message_chars: int = Field(default=1_000_000, gt=0)
     max_total_chars: int = Field(default=2_000_000, gt=0)
     max_tools: int = Field(default=128, gt=0)
-    # Output tokens assumed when reserving budget for a request that sets no max_tokens.
+    # Deepest nesting accepted in callers' JSON (tool and response schemas).
+    max_json_depth: int = Field(default=64, gt=0)
+    # Output cap for a request that sets no max_tokens: reserved in the budget AND sent
+    # upstream as the request's cap, so the reservation bounds what can be billed.
     estimate_output_tokens: int = Field(default=4096, gt=0)
+    # Requests whose text is larger than this many characters are inspected on a worker
+    # thread, so the event loop keeps serving other callers meanwhile.
+    offload_min_chars: int = Field(default=32_768, ge=0)
+    # Characters of large requests one tenant may have in inspection at once; more gets
+    # RESOURCE_EXHAUSTED (one caller cannot queue up the workers for everybody).
+    max_inflight_chars_per_tenant: int = Field(default=8_000_000, gt=0)
+    # Worker threads for inspection of large requests (each one more thread the event loop
+    # shares the GIL with: more helps only while they wait in C code).
+    inspection_workers: int = Field(default=1, ge=1)
 
 
 class PolicyConfig(_Strict):
@@ -224,6 +236,12 @@ class LedgerConfig(_Strict):
     # Seconds a reservation holds budget when it is never settled or released (a crashed
     # replica): after this it stops counting. Keep it above the longest request deadline.
     reservation_ttl_s: float = Field(default=900.0, gt=0)
+    # Seconds any one Redis call may take (ledger and rate limits): a frozen or unreachable
+    # Redis fails the request with UNAVAILABLE this quickly instead of holding the caller.
+    redis_timeout_s: float = Field(default=0.5, gt=0)
+    # Local file holding settlements Redis could not take (it went away after a call was
+    # answered); they are replayed when Redis answers again (relative to the config file).
+    journal_path: Path = Path("../var/ledger-journal.sqlite3")
 
     @model_validator(mode="after")
     def _redis_needs_url(self) -> LedgerConfig:
@@ -292,6 +310,9 @@ class TenantRateLimit(_Strict):
     # Token buckets refilled continuously; each holds at most one minute's worth.
     requests_per_minute: int | None = Field(default=None, gt=0)
     tokens_per_minute: int | None = Field(default=None, gt=0)
+    # Route (the dry run) calls per minute, a bucket of its own so explaining never uses up
+    # the tenant's chat allowance; unset -> the same number as requests_per_minute.
+    route_requests_per_minute: int | None = Field(default=None, gt=0)
 
 
 class TenantConfig(_Strict):

@@ -8,7 +8,6 @@ messages never quote the caller's content.
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any
 
 from gateway.chat import (
@@ -26,6 +25,7 @@ from gateway.chat import (
 )
 from gateway.config import LimitsConfig
 from gateway.errors import InvalidRequest
+from gateway.jsontext import JSONTextError, loads_bounded
 from gateway.levels import Level
 from gateway.v1 import gateway_pb2 as pb
 from gateway.v1 import policy_pb2
@@ -59,11 +59,11 @@ _FINISH = {
 _LOCATIONS = {"on_prem": policy_pb2.LOCATION_ON_PREM, "cloud": policy_pb2.LOCATION_CLOUD}
 
 
-def _json_object(text: str, where: str) -> dict[str, Any]:
+def _json_object(text: str, where: str, limits: LimitsConfig) -> dict[str, Any]:
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidRequest(where, f"is not valid JSON ({exc.msg} at char {exc.pos})") from None
+        value = loads_bounded(text, limits.max_json_depth)
+    except JSONTextError as exc:
+        raise InvalidRequest(where, str(exc)) from None
     if not isinstance(value, dict):
         raise InvalidRequest(where, f"must be a JSON object, not {type(value).__name__}")
     return value
@@ -103,7 +103,7 @@ def _message(msg: pb.Message, index: int, limits: LimitsConfig) -> ChatMessage:
     )
 
 
-def _response_format(fmt: pb.ResponseFormat) -> ResponseFormat | None:
+def _response_format(fmt: pb.ResponseFormat, limits: LimitsConfig) -> ResponseFormat | None:
     if fmt.type == pb.RESPONSE_FORMAT_TYPE_UNSPECIFIED:
         return None
     kind = _FORMATS.get(fmt.type)
@@ -113,7 +113,7 @@ def _response_format(fmt: pb.ResponseFormat) -> ResponseFormat | None:
         return ResponseFormat(type=kind)
     if not fmt.schema_name:
         raise InvalidRequest("response_format.schema_name", "is required for JSON_SCHEMA")
-    schema = _json_object(fmt.json_schema, "response_format.json_schema")
+    schema = _json_object(fmt.json_schema, "response_format.json_schema", limits)
     return ResponseFormat(
         type="json_schema", schema_name=fmt.schema_name, schema=schema, strict=fmt.strict
     )
@@ -144,7 +144,7 @@ def to_chat_request(
         if not tool.name:
             raise InvalidRequest(f"tools[{i}].name", "is required")
         parameters = (
-            _json_object(tool.parameters_json, f"tools[{i}].parameters_json")
+            _json_object(tool.parameters_json, f"tools[{i}].parameters_json", limits)
             if tool.parameters_json
             else {"type": "object", "properties": {}}
         )
@@ -167,7 +167,7 @@ def to_chat_request(
         messages=messages,
         tools=tuple(tools),
         tool_choice=request.tool_choice or None,
-        response_format=_response_format(request.response_format),
+        response_format=_response_format(request.response_format, limits),
         temperature=request.temperature if request.HasField("temperature") else None,
         top_p=request.top_p if request.HasField("top_p") else None,
         max_tokens=request.max_tokens if request.HasField("max_tokens") else None,

@@ -27,6 +27,8 @@ class Reason:
     CLASSIFICATION_CEILING: Final = "CLASSIFICATION_CEILING"
     BUDGET_EXHAUSTED: Final = "BUDGET_EXHAUSTED"
     RATE_LIMITED: Final = "RATE_LIMITED"
+    INFLIGHT_LIMIT: Final = "INFLIGHT_LIMIT"  # a tenant's large requests in inspection
+    LEDGER_UNAVAILABLE: Final = "LEDGER_UNAVAILABLE"  # Redis (budgets, rate limits) away
     NO_POLICY: Final = "NO_POLICY"
     UPSTREAM_UNAVAILABLE: Final = "UPSTREAM_UNAVAILABLE"
     UPSTREAM_REJECTED: Final = "UPSTREAM_REJECTED"

@@ -68,6 +68,8 @@ class Attempt:
     cost_usd: float = 0.0
     response_model: str = ""
     finish_reason: str = ""
+    # The cost is an estimate of what was relayed (a stream that ended early without usage).
+    cost_estimated: bool = False
 
     @property
     def called(self) -> bool:
@@ -177,6 +179,8 @@ class Outcome:
     model: str | None  # the model that answered
     attempts: tuple[Attempt, ...]
     cost_usd: float
+    # Part of the cost is an estimate (a stream ended early and no usage arrived).
+    cost_estimated: bool = False
     # (detector id, values replaced) of the request the answering (or, for the dry run, the
     # would-be) model got; empty when it got the original. Never the values or the mapping.
     redacted: tuple[tuple[str, int], ...] = ()
@@ -239,7 +243,9 @@ class Progress:
             routed=self.routed,
             model=self.model,
             attempts=attempts,
-            cost_usd=sum((a.cost_usd for a in attempts if a.error is None), 0.0),
+            # Answered attempts, and streams charged for what they relayed before ending.
+            cost_usd=sum((a.cost_usd for a in attempts), 0.0),
+            cost_estimated=any(a.cost_estimated for a in attempts),
             redacted=self.redacted,
             unrestored=self.unrestored,
         )

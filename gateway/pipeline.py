@@ -27,6 +27,7 @@ from gateway.enforce import Dropped, Enforced, Verdict, enforce, judge, redactio
 from gateway.errors import InternalError, InvalidRequest, NoPolicy, PermissionDenied, Reason
 from gateway.inspect import Inspection, Inspector
 from gateway.levels import Level
+from gateway.offload import Offloader
 from gateway.outcome import (
     ALLOWED,
     REDACTED,
@@ -99,12 +100,15 @@ class Pipeline:
         self.pricing = pricing
         self.settlements = Settlements()
         self.inspector = Inspector(config.inspection)
+        # Large inspections run off the event loop, bounded per tenant (invariant 7).
+        self.offloader = Offloader.from_config(config.limits)
         self._clock = clock
         self._catalogue: tuple[tuple[bool, ...], dict[str, policy_pb2.ModelInfo]] | None = None
 
     async def aclose(self) -> None:
         """Close the upstream clients, let pending settlements finish, close the stores."""
         await self.dispatcher.aclose()
+        self.offloader.close()
         await self.settlements.drain()
         await self.ledger.aclose()
         await self.limiter.aclose()
@@ -147,8 +151,13 @@ class Pipeline:
     async def reinspect(self, request: ChatRequest, params: ChatParams) -> Level:
         """The classification of a redacted request, by the same inspector as the original
         (fail closed like the first inspection). A tier added to the first inspection (the
-        personal-data tier) must run here too when it ran there."""
-        return self.inspect(dataclasses.replace(request, params=params)).classification
+        personal-data tier) must run here too when it ran there. Off the event loop for a
+        large request, like the first inspection (invariant 7)."""
+        redacted = dataclasses.replace(request, params=params)
+        inspection = await self.offloader.run(
+            request.tenant, request_chars(params), lambda: self.inspect(redacted)
+        )
+        return inspection.classification
 
     def redaction_floor(self, inspection: Inspection) -> Level | None:
         """The classification once every redactable finding is replaced (None: redaction is
@@ -229,7 +238,9 @@ class Pipeline:
             raise InvalidRequest(
                 "preferred_model", f"unknown model {request.preferred_model!r}; known: {known}"
             )
-        inspection = self.inspect(request)
+        inspection = await self.offloader.run(
+            request.tenant, request_chars(request.params), lambda: self.inspect(request)
+        )
         progress.inspection = InspectionFacts(
             classification=inspection.classification,
             declared=inspection.declared,
@@ -275,6 +286,11 @@ class Pipeline:
         if decision.max_output_tokens > 0:
             cap = decision.max_output_tokens
             params = dataclasses.replace(params, max_tokens=min(params.max_tokens or cap, cap))
+        if params.max_tokens is None:
+            # The cap the budget reserves for is the cap sent upstream (invariant 6).
+            params = dataclasses.replace(
+                params, max_tokens=self.config.limits.estimate_output_tokens
+            )
         redactions: dict[str, Redacted] = {}
         if enforced.redacted:
             redactions, refused = await redact_candidates(
@@ -340,7 +356,9 @@ class Pipeline:
 
     async def route(self, request: ChatRequest, progress: Progress) -> tuple[Plan, Route]:
         """The dry run: the decision, and the model a call would go to now (the first
-        candidate the dispatcher would not skip) with its estimated cost."""
+        candidate the dispatcher would not skip) with its estimated cost. Rate limited by
+        the tenant's Route bucket, checked before the (possibly large) inspection."""
+        await self.limiter.check_route(request.tenant)
         plan = await self.plan(request, progress)
         model = next((m for m in plan.chain if self.dispatcher.healthy(m)), plan.chain[0])
         progress.routed = model
@@ -494,6 +512,19 @@ def _enforced(progress: Progress, enforced: Enforced) -> None:
     )
     if substitutes:
         progress.candidates += substitutes
+
+
+def request_chars(params: ChatParams) -> int:
+    """The size of a request's text in characters (what inspection reads), cheaply: message
+    contents, tool calls and tool descriptions."""
+    size = 0
+    for message in params.messages:
+        size += len(message.content)
+        for call in message.tool_calls:
+            size += len(call.arguments)
+    for tool in params.tools:
+        size += len(tool.description)
+    return size
 
 
 def task_type_name(task_type: int) -> str:

@@ -18,6 +18,7 @@ from genai_prices.data_snapshot import get_snapshot
 
 from gateway.chat import Usage
 from gateway.config import Config, ConfigError, ModelConfig, PriceOverride
+from gateway.scrub import scrub_url
 
 PriceSource = Literal["genai-prices", "override", "local"]
 
@@ -125,7 +126,8 @@ def _lookup(alias: str, model: ModelConfig) -> _Priced:
         return _catalogued(provider, info)
     raise ConfigError(
         f"models.{alias}: no price is known for upstream model {model.upstream_model!r}"
-        f" at {model.base_url}; add `price: {{input_per_mtok: ..., output_per_mtok: ...}}`"
+        f" at {scrub_url(model.base_url)};"
+        " add `price: {input_per_mtok: ..., output_per_mtok: ...}`"
         " (USD per million tokens) to this model"
     )
 

@@ -13,20 +13,24 @@ read-refill-charge atomic).
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
+from gateway.budget.redis import bounded, redis_client
 from gateway.clock import Seconds
 from gateway.config import Config
 from gateway.errors import RateLimited, Unavailable
 
+log = logging.getLogger(__name__)
+
 _REQUESTS: Final = "requests_per_minute"
 _TOKENS: Final = "tokens_per_minute"
+_ROUTE: Final = "route_requests_per_minute"
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +39,14 @@ class Limits:
 
     requests_per_minute: int = 0
     tokens_per_minute: int = 0
+    # Route calls: their own bucket (a dry run must not use up the chat allowance, and must
+    # not be free either: it runs the whole inspection).
+    route_requests_per_minute: int = 0
+
+    @property
+    def route(self) -> Limits:
+        """The limits of the tenant's Route bucket (requests only)."""
+        return Limits(requests_per_minute=self.route_requests_per_minute)
 
 
 def limits_from_config(config: Config) -> dict[str, Limits]:
@@ -42,8 +54,11 @@ def limits_from_config(config: Config) -> dict[str, Limits]:
     out: dict[str, Limits] = {}
     for name, tenant in config.tenants.items():
         rl = tenant.rate_limit
-        if rl is not None and (rl.requests_per_minute or rl.tokens_per_minute):
-            out[name] = Limits(rl.requests_per_minute or 0, rl.tokens_per_minute or 0)
+        if rl is None:
+            continue
+        route = rl.route_requests_per_minute or rl.requests_per_minute or 0
+        if rl.requests_per_minute or rl.tokens_per_minute or route:
+            out[name] = Limits(rl.requests_per_minute or 0, rl.tokens_per_minute or 0, route)
     return out
 
 
@@ -53,6 +68,9 @@ class TenantRateLimiter(Protocol):
 
     async def correct(self, tenant: str, delta_tokens: int, now: float | None = None) -> None:
         """Charge `actual - estimated` tokens (negative refunds) after the call."""
+
+    async def check_route(self, tenant: str, now: float | None = None) -> None:
+        """Charge one Route call to the tenant's Route bucket, or raise RateLimited."""
 
     def reload(self, config: Config) -> None:
         """Take new limits; bucket levels carry over, clamped to the new capacity."""
@@ -89,6 +107,7 @@ class RateLimiter:
         self._limits = limits
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
+        self._route_buckets: dict[str, _Bucket] = {}
 
     @classmethod
     def from_config(cls, config: Config, clock: Seconds = time.monotonic) -> RateLimiter:
@@ -97,11 +116,14 @@ class RateLimiter:
     def reload(self, config: Config) -> None:
         self._limits = limits_from_config(config)
 
-    def _bucket(self, tenant: str, limits: Limits, now: float) -> _Bucket:
-        bucket = self._buckets.get(tenant)
+    def _bucket(
+        self, tenant: str, limits: Limits, now: float, buckets: dict[str, _Bucket] | None = None
+    ) -> _Bucket:
+        buckets = self._buckets if buckets is None else buckets
+        bucket = buckets.get(tenant)
         if bucket is None:
             bucket = _Bucket(limits.requests_per_minute, limits.tokens_per_minute, now)
-            self._buckets[tenant] = bucket
+            buckets[tenant] = bucket
             return bucket
         # A clock that steps back refills nothing rather than draining the bucket.
         elapsed = max(0.0, now - bucket.updated)
@@ -110,9 +132,22 @@ class RateLimiter:
         bucket.updated = max(bucket.updated, now)
         return bucket
 
+    async def check_route(self, tenant: str, now: float | None = None) -> None:
+        limits = self._limits.get(tenant)
+        if limits is None or not limits.route_requests_per_minute:
+            return
+        route = limits.route
+        bucket = self._bucket(
+            tenant, route, self._clock() if now is None else now, self._route_buckets
+        )
+        if bucket.requests < 1:
+            wait = (1 - bucket.requests) * 60.0 / route.requests_per_minute
+            raise _refused(tenant, _ROUTE, route.requests_per_minute, wait)
+        bucket.requests -= 1
+
     async def check(self, tenant: str, estimated_tokens: int, now: float | None = None) -> None:
         limits = self._limits.get(tenant)
-        if limits is None:
+        if limits is None or not (limits.requests_per_minute or limits.tokens_per_minute):
             return
         # No await below: on one event loop the whole read-charge is atomic.
         bucket = self._bucket(tenant, limits, self._clock() if now is None else now)
@@ -195,7 +230,7 @@ end
 return {1, 0, ''}
 """
 
-_UNAVAILABLE: Final = "rate limiter unavailable: the Redis server did not answer"
+_WHAT: Final = "the rate limiter's Redis (ledger.url)"
 
 
 class RedisRateLimiter:
@@ -208,42 +243,60 @@ class RedisRateLimiter:
     KEY_PREFIX: Final = "celgate:ratelimit:"
 
     def __init__(
-        self, client: aioredis.Redis, limits: dict[str, Limits], clock: Seconds = time.time
+        self,
+        client: aioredis.Redis,
+        limits: dict[str, Limits],
+        clock: Seconds = time.time,
+        *,
+        timeout_s: float = 0.5,
     ) -> None:
         self._client = client
         self._limits = limits
         self._clock = clock
+        self._timeout = timeout_s
         self._script = client.register_script(_SCRIPT)
 
     @classmethod
     def from_url(
-        cls, url: str, limits: dict[str, Limits], clock: Seconds = time.time
+        cls, url: str, limits: dict[str, Limits], clock: Seconds = time.time, timeout_s: float = 0.5
     ) -> RedisRateLimiter:
-        # Bounded timeouts: a stalled Redis must fail a request, not hang it.
-        client = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
-        return cls(client, limits, clock)
+        # Bounded: a stalled Redis must fail a request within `timeout_s`, not hang it.
+        client = redis_client(url, timeout_s, decode_responses=False)
+        return cls(client, limits, clock, timeout_s=timeout_s)
 
     def reload(self, config: Config) -> None:
         self._limits = limits_from_config(config)
 
     async def _run(
-        self, tenant: str, limits: Limits, now: float | None, *args: int | str
+        self, tenant: str, limits: Limits, now: float | None, *args: int | str, suffix: str = ""
     ) -> list[Any]:
         # `{tenant}` is a hash tag: the key stays on one slot in Redis Cluster.
-        key = f"{self.KEY_PREFIX}{{{tenant}}}"
+        key = f"{self.KEY_PREFIX}{{{tenant}}}{suffix}"
         at = self._clock() if now is None else now
-        try:
-            result = await self._script(
+        result = await bounded(
+            self._script(
                 keys=[key],
                 args=[repr(at), limits.requests_per_minute, limits.tokens_per_minute, *args],
-            )
-        except RedisError:
-            raise Unavailable(_UNAVAILABLE) from None
+            ),
+            self._timeout,
+            _WHAT,
+        )
         return list(result)
+
+    async def check_route(self, tenant: str, now: float | None = None) -> None:
+        limits = self._limits.get(tenant)
+        if limits is None or not limits.route_requests_per_minute:
+            return
+        route = limits.route
+        allowed, wait_us, _which = await self._run(
+            tenant, route, now, 1, 0, "check", suffix=":route"
+        )
+        if allowed != 1:
+            raise _refused(tenant, _ROUTE, route.requests_per_minute, int(wait_us) / 1e6)
 
     async def check(self, tenant: str, estimated_tokens: int, now: float | None = None) -> None:
         limits = self._limits.get(tenant)
-        if limits is None:
+        if limits is None or not (limits.requests_per_minute or limits.tokens_per_minute):
             return
         rcost = 1 if limits.requests_per_minute else 0
         tcost = min(max(estimated_tokens, 0), limits.tokens_per_minute)
@@ -259,7 +312,12 @@ class RedisRateLimiter:
         limits = self._limits.get(tenant)
         if limits is None or not limits.tokens_per_minute or not delta_tokens:
             return
-        await self._run(tenant, limits, now, 0, delta_tokens, "correct")
+        try:
+            await self._run(tenant, limits, now, 0, delta_tokens, "correct")
+        except Unavailable:
+            # The call was admitted and answered; losing its correction only makes the
+            # bucket as generous as the estimate was. Never fail an answered call for it.
+            log.warning("rate limit correction skipped: %s did not answer", _WHAT)
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -269,5 +327,10 @@ def open_rate_limiter(config: Config, clock: Seconds | None = None) -> TenantRat
     """Redis buckets when the ledger uses Redis (same URL), so replicas share one limit."""
     limits = limits_from_config(config)
     if config.ledger.backend == "redis":
-        return RedisRateLimiter.from_url(config.ledger.redis_url(), limits, clock or time.time)
+        return RedisRateLimiter.from_url(
+            config.ledger.redis_url(),
+            limits,
+            clock or time.time,
+            timeout_s=config.ledger.redis_timeout_s,
+        )
     return RateLimiter(limits, clock or time.monotonic)

@@ -19,21 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
-import watchfiles
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from gateway.access import AccessReloader
 from gateway.auth import Authenticator, server_credentials
 from gateway.budget import open_ledger
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import Config
 from gateway.pipeline import Pipeline
 from gateway.policy import CompiledPolicy, PolicyError, PolicyStore
 from gateway.pricing import Pricing
 from gateway.providers.dispatch import Dispatcher
 from gateway.ratelimit import TenantRateLimiter, open_rate_limiter
-from gateway.service import SERVICE_NAME, GatewayService
+from gateway.service import SERVICE_NAME, GatewayService, add_to_server
 from gateway.telemetry import Telemetry
-from gateway.v1 import gateway_pb2_grpc
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +55,7 @@ class Gateway:
     # The plaintext health-only listener (`server.health_listen`), when configured.
     health_server: grpc.aio.Server | None = None
     health_port: int = 0
+    access: AccessReloader | None = None
     _stop_watch: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -69,29 +69,16 @@ class Gateway:
         for name in ("", SERVICE_NAME):
             await self.health.set(name, status)
 
-    def reload_access(self, config: Config) -> None:
-        """Apply a re-read configuration's keys and rate limits (other settings need a
-        restart)."""
-        self.authenticator.reload(config)
-        self.limiter.reload(config)
-        log.info("access settings reloaded")
-
-    async def watch_keys(self, path: Path) -> None:
-        """Reload the API keys whenever their file changes (a Kubernetes Secret update swaps
-        the mounted folder's symlinks, so the folder is watched): revocation needs no restart."""
-        async for _changes in watchfiles.awatch(
-            path.parent,
-            stop_event=self._stop_watch,
-            debounce=200,
-            step=50,
-            ignore_permission_denied=True,
-        ):
-            try:
-                self.authenticator.reload(self.config)
-            except ConfigError as exc:
-                log.error("API key file reload failed, keeping the previous keys:\n%s", exc)
-            else:
-                log.info("API keys reloaded from %s", path)
+    def reload_access(self, config: Config | None = None) -> bool:
+        """Apply the access settings (keys, key file, rate limits) of `config`, or of the
+        configuration file as it is now (other settings need a restart)."""
+        assert self.access is not None
+        if config is None:
+            return self.access.reload_config()
+        applied = self.access.apply(config)
+        if applied:
+            log.info("access settings reloaded")
+        return applied
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: refuse new calls, let in-flight ones finish within the grace period."""
@@ -140,9 +127,12 @@ def _load_policy(store: PolicyStore) -> None:
         log.error("no valid routing policy, health stays NOT_SERVING:\n%s", exc)
 
 
-async def start(config: Config, telemetry: Telemetry | None = None) -> Gateway:
+async def start(
+    config: Config, telemetry: Telemetry | None = None, *, config_path: Path | None = None
+) -> Gateway:
     """Start serving. `telemetry` defaults to what the OTEL_* environment and the config's
-    `audit` section ask for (tests pass in-memory exporters)."""
+    `audit` section ask for (tests pass in-memory exporters). `config_path` is the file
+    reloads re-read (without it they reuse the last applied configuration)."""
     if telemetry is None:
         telemetry = Telemetry.from_config(config)
     options = [
@@ -175,7 +165,7 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> Gateway:
         limits=config.limits,
         default_deadline_s=config.server.default_deadline_s,
     )
-    gateway_pb2_grpc.add_GatewayServiceServicer_to_server(service, server)
+    add_to_server(service, server)
 
     port = _bind(server, config.server.listen, "server.listen", server_credentials(config))
     health_server: grpc.aio.Server | None = None
@@ -193,6 +183,7 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> Gateway:
         config, server, health_servicer, pipeline, authenticator, limiter, telemetry, port
     )
     gateway.health_server, gateway.health_port = health_server, health_port
+    gateway.access = AccessReloader(config, config_path, authenticator, limiter)
 
     loop = asyncio.get_running_loop()
 
@@ -206,7 +197,9 @@ async def start(config: Config, telemetry: Telemetry | None = None) -> Gateway:
         gateway._tasks.append(asyncio.create_task(policies.watch(gateway._stop_watch)))
     if config.auth.api_keys_file is not None:
         keys_file = config.resolve(config.auth.api_keys_file)
-        gateway._tasks.append(asyncio.create_task(gateway.watch_keys(keys_file)))
+        gateway._tasks.append(
+            asyncio.create_task(gateway.access.watch_keys(keys_file, gateway._stop_watch))
+        )
     await gateway.set_serving(policies.current is not None)
     log.info("celgate listening on %s", gateway.address)
     return gateway
@@ -224,19 +217,16 @@ async def running(config: Config, telemetry: Telemetry | None = None) -> AsyncIt
 
 async def serve(config: Config, config_path: Path | None = None) -> None:
     """Run until SIGTERM or SIGINT, then drain and return. SIGHUP reloads access settings."""
-    gateway = await start(config)
+    gateway = await start(config, config_path=config_path)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
     def reload() -> None:
-        if config_path is None:
-            return
-        try:
-            gateway.reload_access(load_config(config_path))
-        except ConfigError as exc:
-            log.error("configuration reload failed, keeping the previous settings:\n%s", exc)
+        # The configuration file and the key file as they are now (never the start-up set).
+        if config_path is not None:
+            gateway.reload_access()
 
     loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()

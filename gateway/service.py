@@ -35,6 +35,7 @@ from gateway.pipeline import Pipeline, deadline_from
 from gateway.telemetry import Telemetry
 from gateway.v1 import gateway_pb2 as pb
 from gateway.v1 import gateway_pb2_grpc
+from gateway.wire import Malformed, SafeDeserializer
 
 log = logging.getLogger(__name__)
 
@@ -202,13 +203,16 @@ class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
 
     def _request(
         self,
-        request: AnyChatRequest,
+        request: AnyChatRequest | Malformed,
         context: grpc.aio.ServicerContext,
         progress: Progress,
         *,
         streaming: bool,
     ) -> ChatRequest:
         progress.tenant = self._tenant(context)
+        if isinstance(request, Malformed):
+            # Bytes that are not the message (see `add_to_server`): named, never quoted.
+            raise errors.InvalidRequest(request.field, request.problem)
         return to_chat_request(request, self.limits, tenant=progress.tenant, streaming=streaming)
 
     def _deadline(self, context: grpc.aio.ServicerContext) -> float:
@@ -283,3 +287,34 @@ class GatewayService(gateway_pb2_grpc.GatewayServiceServicer):
             return pb.ListModelsResponse(models=list(self.pipeline.model_infos().values()))
 
         return await self._guard(context, progress, run)
+
+
+def add_to_server(service: GatewayService, server: grpc.aio.Server) -> None:
+    """Register the service like the generated `add_GatewayServiceServicer_to_server`, with
+    request deserializers that never raise: bytes that are not a valid request reach the
+    handler as `Malformed` and get INVALID_ARGUMENT naming the field, where gRPC's own
+    deserialization failure would answer with an internal error."""
+    handlers = {
+        "Chat": grpc.unary_unary_rpc_method_handler(
+            service.Chat,
+            request_deserializer=SafeDeserializer(pb.ChatRequest),
+            response_serializer=pb.ChatResponse.SerializeToString,
+        ),
+        "ChatStream": grpc.unary_stream_rpc_method_handler(
+            service.ChatStream,
+            request_deserializer=SafeDeserializer(pb.ChatStreamRequest),
+            response_serializer=pb.ChatStreamResponse.SerializeToString,
+        ),
+        "Route": grpc.unary_unary_rpc_method_handler(
+            service.Route,
+            request_deserializer=SafeDeserializer(pb.RouteRequest),
+            response_serializer=pb.RouteResponse.SerializeToString,
+        ),
+        "ListModels": grpc.unary_unary_rpc_method_handler(
+            service.ListModels,
+            request_deserializer=SafeDeserializer(pb.ListModelsRequest),
+            response_serializer=pb.ListModelsResponse.SerializeToString,
+        ),
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from gateway.budget.ledger import Ledger, Reservation
 from gateway.chat import Usage
+from gateway.errors import Unavailable
+from gateway.inspect.analysis import CHARS_PER_TOKEN
 from gateway.pricing import Pricing
 
 log = logging.getLogger(__name__)
@@ -84,7 +87,12 @@ class Charger:
     async def fail(self, alias: str, error: BaseException) -> None:
         held, self._held = self._held, None
         if held is not None:
-            await self._ledger.release(held)
+            try:
+                await self._ledger.release(held)
+            except Unavailable:
+                # The hold lapses after ledger.reservation_ttl_s; the caller hears about the
+                # upstream failure, not about the ledger.
+                log.warning("releasing a reservation failed: the ledger did not answer")
 
     async def succeed(self, alias: str, usage: Usage | None) -> float:
         """Settle to the reported usage and return the cost; without usage (a stream that
@@ -93,6 +101,24 @@ class Charger:
         if held is None:
             return 0.0
         cost = self._pricing.cost(alias, usage) if usage is not None else held.amount_usd
+        self.cost_usd = cost
+        self._settlements.start(self._ledger.settle(held, cost, alias, self._task_type))
+        return cost
+
+    async def interrupted(self, alias: str, usage: Usage | None, relayed_chars: int) -> float:
+        """A stream that ended early (the caller cancelled, the upstream broke off) after
+        output was relayed: the provider bills what it generated, so the attempt is charged,
+        to the usage it reported or, when none arrived, to the estimate of what was relayed
+        (the input estimate plus the relayed output). Returns the cost charged."""
+        held, self._held = self._held, None
+        if held is None:
+            return 0.0
+        if usage is None:
+            usage = Usage(
+                input_tokens=self._input_tokens,
+                output_tokens=math.ceil(relayed_chars / CHARS_PER_TOKEN),
+            )
+        cost = self._pricing.cost(alias, usage)
         self.cost_usd = cost
         self._settlements.start(self._ledger.settle(held, cost, alias, self._task_type))
         return cost

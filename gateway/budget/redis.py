@@ -10,14 +10,22 @@ target is a single Redis primary (with replicas or Sentinel), not Redis Cluster.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import Sequence
+import logging
+from collections.abc import Awaitable, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeout
 
+from gateway.budget.journal import Pending, SettlementJournal
 from gateway.budget.ledger import (
     Bucket,
     Charge,
@@ -30,7 +38,9 @@ from gateway.budget.ledger import (
     utc_now,
 )
 from gateway.config import Config
-from gateway.errors import Unavailable
+from gateway.errors import Reason, Unavailable
+
+log = logging.getLogger(__name__)
 
 PREFIX = "celgate:"
 CHARGES_KEY = PREFIX + "charges"
@@ -155,27 +165,124 @@ def _pairs(values: Sequence[Any]) -> list[Totals]:
     return [Totals(int(values[i]), int(values[i + 1])) for i in range(0, len(values), 2)]
 
 
+_POOL_SIZE = 16
+
+
+def redis_client(url: str, timeout_s: float, *, decode_responses: bool) -> aioredis.Redis:
+    """A client whose every call is bounded by `timeout_s`: socket timeouts for connect and
+    read, and no hidden retries (redis-py's default retries with backoff would hold a caller
+    for seconds on a frozen server)."""
+    # A bounded pool: a burst of requests shares a few connections (each call takes well
+    # under a millisecond in Redis) instead of opening one each, whose handshakes would
+    # crowd the event loop and the socket timeouts.
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=_POOL_SIZE,
+        timeout=None,  # the wait for a connection counts against `bounded`'s limit
+        decode_responses=decode_responses,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+    )
+    return aioredis.Redis.from_pool(pool)
+
+
+# The whole call (waiting for a connection, connecting, writing, reading) is bounded by this
+# many times the socket timeout: the socket timeouts catch a server that does not answer, and
+# this bound catches anything else, without failing calls that merely queued behind a burst.
+_CALL_BOUND = 4
+
+
+async def bounded(awaitable: Awaitable[Any], timeout_s: float, what: str) -> Any:
+    """Await one Redis call on a `redis_client` (socket timeouts `timeout_s`), bounded as a
+    whole too; any failure is `Unavailable` naming `what` and the kind of failure, never the
+    URL (it may carry a password)."""
+    try:
+        async with asyncio.timeout(timeout_s * _CALL_BOUND):
+            return await awaitable
+    except (TimeoutError, RedisTimeout):
+        raise Unavailable(
+            f"{what} did not answer within {timeout_s * 1000:g} ms (ledger.redis_timeout_s)",
+            reason=Reason.LEDGER_UNAVAILABLE,
+        ) from None
+    except RedisError as exc:
+        raise Unavailable(
+            f"{what} is unreachable: {type(exc).__name__}", reason=Reason.LEDGER_UNAVAILABLE
+        ) from None
+
+
+# Seconds between attempts to replay journaled settlements while Redis stays away.
+_REPLAY_INTERVAL_S = 0.5
+
+
 class RedisLedger(Ledger):
-    def __init__(self, config: Config, url: str, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        config: Config,
+        url: str,
+        *,
+        clock: Clock = utc_now,
+        journal_path: Path | None = None,
+    ) -> None:
         super().__init__(config, clock=clock)
-        self._redis: aioredis.Redis = aioredis.Redis.from_url(url, decode_responses=True)
+        self._timeout = config.ledger.redis_timeout_s
+        self._redis: aioredis.Redis = redis_client(url, self._timeout, decode_responses=True)
         self._load_script = self._redis.register_script(_LOAD)
         self._hold_script = self._redis.register_script(_HOLD)
         self._charge_script = self._redis.register_script(_CHARGE)
         self._release_script = self._redis.register_script(_RELEASE)
         self._marker_ttl = int(self._ttl.total_seconds()) * 2 + 3600
+        self._journal_path = journal_path or config.resolve(config.ledger.journal_path)
+        self.journal: SettlementJournal | None = None
+        self._replay_lock = asyncio.Lock()
+        self._replayer: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
 
     async def open(self) -> None:
+        self.journal = await asyncio.to_thread(SettlementJournal, self._journal_path)
         await self._call(self._redis.ping())
+        if len(self.journal):
+            log.warning(
+                "%d settlements from an earlier Redis outage are waiting; replaying them",
+                len(self.journal),
+            )
+        self._replayer = asyncio.get_running_loop().create_task(self._replay_forever())
 
     async def _call(self, awaitable: Any) -> Any:
-        # The URL may carry a password: name the failure, never the URL.
-        try:
-            return await awaitable
-        except RedisError as exc:
-            raise Unavailable(
-                f"the Redis budget ledger (ledger.url) is unreachable: {type(exc).__name__}"
-            ) from None
+        return await bounded(awaitable, self._timeout, "the Redis budget ledger (ledger.url)")
+
+    async def replay(self) -> int:
+        """Write the journaled settlements to Redis, oldest first; returns how many are left.
+        Raises Unavailable (and keeps the rest) when Redis still does not answer."""
+        journal = self.journal
+        if journal is None or not len(journal):
+            return 0
+        async with self._replay_lock:
+            while len(journal):
+                batch = await asyncio.to_thread(journal.pending)
+                if not batch:
+                    break
+                for item in batch:
+                    # Already settled (the answer was lost, not the write): counted once.
+                    await self._charge_now(item.reservation, item.cost, item.charge)
+                    await asyncio.to_thread(journal.remove, item.reservation.id)
+            log.info("journaled settlements replayed to Redis")
+            return len(journal)
+
+    async def _replay_forever(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_REPLAY_INTERVAL_S):
+                    await self._wake.wait()
+            self._wake.clear()
+            if self.journal is None or not len(self.journal):
+                continue
+            try:
+                await self.replay()
+            except Unavailable:
+                continue
+            except Exception as exc:  # keep the replayer alive; the entries stay on disk
+                log.error("replaying journaled settlements failed: %s", type(exc).__name__)
 
     async def _load(self, buckets: Sequence[Bucket], now: datetime) -> list[Totals]:
         values = await self._call(self._load_script(keys=_keys(buckets), args=[now.timestamp()]))
@@ -189,6 +296,10 @@ class RedisLedger(Ledger):
         now: datetime,
         expires_at: datetime,
     ) -> HoldResult:
+        if self.journal is not None and len(self.journal):
+            # Charges of answered calls come first: no new hold sees a budget that does not
+            # yet count them (fails closed while Redis is still away).
+            await self.replay()
         args: list[Any] = [reservation_id, amount, now.timestamp(), expires_at.timestamp()]
         for b in buckets:
             args += [b.limit_nanos, 1 if b.hard else 0, _ttl(b, now)]
@@ -197,6 +308,22 @@ class RedisLedger(Ledger):
         return HoldResult(tuple(_pairs(values[1:])), blocked - 1 if blocked else None)
 
     async def _charge(self, reservation: Reservation, cost: int, charge: Charge) -> bool:
+        try:
+            return await self._charge_now(reservation, cost, charge)
+        except Unavailable:
+            if self.journal is None:
+                raise
+        # The call was answered, so it must be paid for: keep the charge on local disk until
+        # Redis takes it (the reservation keeps holding the estimate meanwhile).
+        await asyncio.to_thread(self.journal.add, Pending(reservation, cost, charge))
+        log.warning(
+            "Redis unreachable while settling a charge; journaled to %s for replay",
+            self._journal_path,
+        )
+        self._wake.set()
+        return True
+
+    async def _charge_now(self, reservation: Reservation, cost: int, charge: Charge) -> bool:
         keys = [*_keys(reservation.buckets), f"{PREFIX}settled:{reservation.id}", CHARGES_KEY]
         args: list[Any] = [reservation.id, cost, self._marker_ttl]
         args += [_ttl(b, charge.at) for b in reservation.buckets]
@@ -240,4 +367,13 @@ class RedisLedger(Ledger):
         return out
 
     async def aclose(self) -> None:
+        if self._replayer is not None:
+            self._replayer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._replayer
+        if self.journal is not None and len(self.journal):
+            with contextlib.suppress(Unavailable):
+                await self.replay()
         await self._redis.aclose()
+        if self.journal is not None:
+            self.journal.close()

@@ -62,22 +62,23 @@ __all__ = [
 ]
 
 
-def build_provider(alias: str, model: ModelConfig) -> Provider:
+def build_provider(alias: str, model: ModelConfig, output_cap: int | None = None) -> Provider:
     """Create the adapter for one catalogue entry. Raises `LookupError` when the model cannot be
-    used (its API key variable is unset); the message names the variable, never a value."""
+    used (its API key variable is unset); the message names the variable, never a value.
+    `output_cap` is the output limit sent when a request sets none (what the budget reserves)."""
     if model.provider == "ollama":
         from gateway.providers.ollama import OllamaProvider
 
-        return OllamaProvider(model)
+        return OllamaProvider(model, output_cap=output_cap)
     from gateway.providers.openai import OpenAIProvider
 
     if model.api_key_env is None:
         # OpenAI-compatible servers without auth (vLLM, llama.cpp) still need a non-empty key.
-        return OpenAIProvider(model, api_key="unused")
+        return OpenAIProvider(model, api_key="unused", output_cap=output_cap)
     key = os.environ.get(model.api_key_env, "")
     if not key:
         raise LookupError(f"environment variable {model.api_key_env} is not set")
-    return OpenAIProvider(model, api_key=key)
+    return OpenAIProvider(model, api_key=key, output_cap=output_cap)
 
 
 class AttemptHooks(Protocol):
@@ -89,6 +90,10 @@ class AttemptHooks(Protocol):
 
     async def succeed(self, alias: str, usage: Usage | None) -> float:
         """Settle the attempt; returns what it cost (USD)."""
+
+    async def interrupted(self, alias: str, usage: Usage | None, relayed_chars: int) -> float:
+        """A stream that ended early after `relayed_chars` characters of output reached the
+        caller: charge it (the provider bills what it generated); returns the cost."""
 
     def skipped(self, alias: str, reason: str) -> None:
         """A candidate passed over without a call (`not_configured`, `circuit_open`)."""
@@ -102,6 +107,9 @@ class _NoHooks:
         return None
 
     async def succeed(self, alias: str, usage: Usage | None) -> float:
+        return 0.0
+
+    async def interrupted(self, alias: str, usage: Usage | None, relayed_chars: int) -> float:
         return 0.0
 
     def skipped(self, alias: str, reason: str) -> None:
@@ -147,6 +155,12 @@ class _Entry:
         # The caller's deadline, not the model's own timeout, bounds this call: a timeout
         # then says nothing about the model's health.
         self.capped = capped
+
+
+def _output_chars(chunk: Chunk) -> int:
+    """Characters of model output in a chunk (content and complete tool calls)."""
+    calls = sum(len(c.name) + len(c.arguments) for c in chunk.tool_calls)
+    return len(chunk.content_delta) + calls
 
 
 class _Chain:
@@ -227,10 +241,28 @@ class _Chain:
             )
         )
 
-    def ended(self, alias: str, entry: _Entry, error: str) -> None:
-        """Record an attempt that made a call and did not answer."""
+    def ended(
+        self,
+        alias: str,
+        entry: _Entry,
+        error: str,
+        *,
+        usage: Usage | None = None,
+        cost: float = 0.0,
+        cost_estimated: bool = False,
+    ) -> None:
+        """Record an attempt that made a call and did not answer (a stream that ended early
+        carries what it was charged)."""
         self.attempts.append(
-            Attempt(alias, error, entry.started_ns, time.perf_counter() - entry.started_perf)
+            Attempt(
+                alias,
+                error,
+                entry.started_ns,
+                time.perf_counter() - entry.started_perf,
+                usage,
+                cost,
+                cost_estimated=cost_estimated,
+            )
         )
 
     def failed(self, alias: str, entry: _Entry, exc: UpstreamError) -> None:
@@ -313,7 +345,9 @@ class Dispatcher:
                     self.providers[alias] = providers[alias]
                 continue
             try:
-                self.providers[alias] = build_provider(alias, model)
+                self.providers[alias] = build_provider(
+                    alias, model, config.limits.estimate_output_tokens
+                )
             except LookupError as exc:
                 self.unavailable[alias] = str(exc)
                 log.warning("model %s is unavailable: %s", alias, exc)
@@ -431,6 +465,8 @@ class Dispatcher:
             recorded = False  # recorded as failed by `walk.failed`
             judged = False  # the breaker has heard how this attempt went
             error: BaseException | None = None
+            relayed = -1  # output characters handed to the caller; -1: nothing handed yet
+            usage_seen: Usage | None = None
             try:
                 # aclosing: an abandoned stream closes its upstream connection at once.
                 async with aclosing(entry.provider.stream(sent, timeout=entry.timeout)) as chunks:
@@ -455,6 +491,8 @@ class Dispatcher:
                     chunk = first
                     try:
                         while True:
+                            relayed += _output_chars(chunk)
+                            usage_seen = chunk.usage or usage_seen
                             if chunk.finish_reason is not None and not settled:
                                 cost = await hooks.succeed(alias, chunk.usage)
                                 settled = True
@@ -489,7 +527,20 @@ class Dispatcher:
             finally:
                 if not settled:
                     error = error or Unavailable("the stream ended early")
-                    if not recorded:
-                        walk.ended(alias, entry, error_type(error))
-                    await hooks.fail(alias, error)
+                    if relayed >= 0:
+                        # Output reached the caller, so the model generated it and the
+                        # provider bills it: charge it, to the usage or to the estimate.
+                        cost = await hooks.interrupted(alias, usage_seen, relayed)
+                        walk.ended(
+                            alias,
+                            entry,
+                            error_type(error),
+                            usage=usage_seen,
+                            cost=cost,
+                            cost_estimated=usage_seen is None,
+                        )
+                    else:
+                        if not recorded:
+                            walk.ended(alias, entry, error_type(error))
+                        await hooks.fail(alias, error)
         raise walk.give_up()

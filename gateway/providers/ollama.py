@@ -61,8 +61,11 @@ def call_id(index: int, name: str, arguments: str) -> str:
 class OllamaProvider:
     """One model served by Ollama."""
 
-    def __init__(self, model: ModelConfig) -> None:
+    def __init__(self, model: ModelConfig, *, output_cap: int | None = None) -> None:
+        """`output_cap` is sent as `num_predict` when the caller set no max_tokens: the budget
+        reserves for exactly that many output tokens, so it bounds what is billed."""
         self._model = model
+        self._output_cap = output_cap
         self._top_level: dict[str, Any] = {}
         self._options: dict[str, Any] = {}
         for key, value in model.params.items():
@@ -168,8 +171,10 @@ class OllamaProvider:
             options["temperature"] = params.temperature
         if params.top_p is not None:
             options["top_p"] = params.top_p
-        if params.max_tokens is not None:
-            options["num_predict"] = params.max_tokens
+        cap = params.max_tokens if params.max_tokens is not None else self._output_cap
+        if cap is not None:
+            # Ollama's default (-1) generates until the model stops: never leave it unset.
+            options["num_predict"] = cap
         if params.stop:
             options["stop"] = list(params.stop)
         if options:
@@ -201,7 +206,7 @@ def _messages(messages: tuple[ChatMessage, ...]) -> list[dict[str, Any]]:
 def _arguments(call: ToolCall) -> dict[str, Any]:
     try:
         value = json.loads(call.arguments or "{}")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested beyond the parser's stack
         value = None
     if not isinstance(value, dict):
         raise UpstreamError(

@@ -36,7 +36,9 @@ _FINISH: dict[str, FinishReason] = {
 class OpenAIProvider:
     """One model behind an OpenAI-compatible endpoint."""
 
-    def __init__(self, model: ModelConfig, api_key: str) -> None:
+    def __init__(self, model: ModelConfig, api_key: str, *, output_cap: int | None = None) -> None:
+        """`output_cap` is sent as the request's output limit when the caller set none: the
+        budget reserves for exactly that many output tokens, so it bounds what is billed."""
         params = dict(model.params)
         max_tokens_field = params.pop(MAX_TOKENS_PARAM, "max_tokens")
         if max_tokens_field not in _MAX_TOKENS_FIELDS:
@@ -47,6 +49,7 @@ class OpenAIProvider:
         self._model = model
         self._api_key = api_key
         self._max_tokens_field: str = max_tokens_field
+        self._output_cap = output_cap
         self._extra_body = params
         self._client = openai.AsyncOpenAI(base_url=model.base_url, api_key=api_key, max_retries=0)
 
@@ -155,8 +158,9 @@ class OpenAIProvider:
             request["temperature"] = params.temperature
         if params.top_p is not None:
             request["top_p"] = params.top_p
-        if params.max_tokens is not None:
-            request[self._max_tokens_field] = params.max_tokens
+        cap = params.max_tokens if params.max_tokens is not None else self._output_cap
+        if cap is not None:
+            request[self._max_tokens_field] = cap
         if params.stop:
             request["stop"] = list(params.stop)
         if self._extra_body:

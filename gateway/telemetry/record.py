@@ -189,7 +189,8 @@ class Recorder:
             point[ERROR_TYPE] = error
         instruments.operation_duration.record(attempt.duration_s, point)
         inspection = outcome.inspection
-        if error is None:
+        # Answered attempts, and streams charged for what they relayed before they ended.
+        if error is None or attempt.cost_usd:
             instruments.cost.add(
                 attempt.cost_usd,
                 {
@@ -210,9 +211,9 @@ class Recorder:
         if usage is not None:
             attributes[GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
             attributes[GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
-        if error is None:
+        if error is None or attempt.cost_usd:
             attributes[GEN_AI_USAGE_COST] = attempt.cost_usd
-        else:
+        if error is not None:
             attributes[ERROR_TYPE] = error
         span = self.tracer.start_span(
             model.span_name,

@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -90,6 +92,7 @@ class RedisServer:
         proc, self._proc = self._proc, None
         if proc is None or proc.poll() is not None:
             return
+        os.kill(proc.pid, signal.SIGCONT)  # a frozen server must be able to act on SIGTERM
         proc.terminate()  # SIGTERM: redis flushes the append-only file and exits
         try:
             proc.wait(timeout=10)
@@ -100,6 +103,16 @@ class RedisServer:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+    def freeze(self) -> None:
+        """SIGSTOP the server: connections stay open and nothing answers (a hung Redis)."""
+        assert self._proc is not None and self._proc.poll() is None
+        os.kill(self._proc.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """SIGCONT a frozen server."""
+        assert self._proc is not None
+        os.kill(self._proc.pid, signal.SIGCONT)
 
 
 @contextlib.contextmanager

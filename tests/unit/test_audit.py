@@ -30,6 +30,7 @@ FIELDS = {
     "attempts",
     "enforcement",
     "cost_usd",
+    "cost_estimated",
     "latency_ms",
     "status",
     "reason",

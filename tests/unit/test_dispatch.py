@@ -177,6 +177,10 @@ class Hooks:
         self.events.append(("succeed", alias))
         return self.cost
 
+    async def interrupted(self, alias: str, usage: Usage | None, relayed_chars: int) -> float:
+        self.events.append(("interrupted", alias))
+        return self.cost
+
     def skipped(self, alias: str, reason: str) -> None:
         self.events.append(("skipped", alias))
 
@@ -234,7 +238,8 @@ async def test_an_abandoned_stream_records_its_attempt_as_cancelled(clock: Clock
     await anext(stream)
     await stream.aclose()  # the caller went away
     assert [(x.model, x.error) for x in history] == [("a", "cancelled")]
-    assert hooks.events == [("begin", "a"), ("fail", "a")]  # the reservation is released
+    # Output reached the caller: the attempt is charged for it, not released.
+    assert hooks.events == [("begin", "a"), ("interrupted", "a")]
 
 
 async def test_a_stream_broken_after_its_first_chunk_records_the_failure(clock: Clock) -> None:

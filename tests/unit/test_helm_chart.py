@@ -460,6 +460,8 @@ def test_redis_url_with_a_password_comes_from_a_secret() -> None:
         "backend": "redis",
         "url_env": "CELGATE_REDIS_URL",
         "reservation_ttl_s": 900,
+        # On the writable /tmp volume: settlements that wait for Redis to come back.
+        "journal_path": "/tmp/celgate/ledger-journal.sqlite3",
     }
     parse_config(config, source="rendered celgate.yaml")
     env = {e["name"]: e for e in gateway_container(docs)["env"]}

@@ -49,6 +49,9 @@ class RecordingLimiter:
         self.corrected.append(delta_tokens)
         await self.inner.correct(tenant, delta_tokens, now)
 
+    async def check_route(self, tenant: str, now: float | None = None) -> None:
+        await self.inner.check_route(tenant, now)
+
     def reload(self, config: Config) -> None:
         self.inner.reload(config)
 

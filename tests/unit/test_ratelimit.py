@@ -190,7 +190,7 @@ def test_limits_from_config_only_lists_limited_tenants() -> None:
             "c": {"allowed_models": ["m"]},
         }
     )
-    assert limits_from_config(config) == {"a": Limits(5, 0), "b": Limits(0, 7)}
+    assert limits_from_config(config) == {"a": Limits(5, 0, 5), "b": Limits(0, 7)}
 
 
 async def test_open_rate_limiter_picks_backend_from_the_ledger() -> None:

@@ -197,6 +197,8 @@ model's base_url passed through tpl. Returned as YAML.
 {{- else -}}
 {{- $_ := set $ledger "url" .Values.ledger.redis.url -}}
 {{- end -}}
+{{- /* Settlements Redis could not take wait here (the /tmp emptyDir outlives container restarts). */ -}}
+{{- $_ := set $ledger "journal_path" "/tmp/celgate/ledger-journal.sqlite3" -}}
 {{- else -}}
 {{- $_ := set $ledger "path" (printf "%s/ledger.sqlite3" (include "celgate.paths.data" .)) -}}
 {{- end -}}
