@@ -49,6 +49,7 @@ unit: $(VENV)/.synced
 proto: $(VENV)/.synced
 	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=. --pyi_out=. --grpc_python_out=. \
 		proto/gateway/v1/policy.proto proto/gateway/v1/gateway.proto
+	$(BIN)/python clients/python/generate.py
 
 bench: $(VENV)/.synced
 	for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done

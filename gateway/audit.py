@@ -16,15 +16,18 @@ import json
 import logging
 import sys
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from gateway.outcome import Attempt, Candidate, Outcome
+from gateway.policy.inputs import INPUTS_VERSION
 
 log = logging.getLogger(__name__)
 
+# The line format; `celgate policy replay` reads every format up to this one.
+LOG_VERSION = INPUTS_VERSION
 STDOUT = "stdout"
 OFF = "off"
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
@@ -65,6 +68,15 @@ class DecisionRecord:
     # Detector id -> values replaced by placeholders in what the model got (only when redacted).
     redacted: tuple[tuple[str, int], ...] = ()
     unrestored: int = 0  # placeholder-shaped tokens in the answer that stood for nothing
+    # The promoted request labels, as the metrics carry them (telemetry.labels).
+    labels: Mapping[str, str] = field(default_factory=dict)
+    # Format 2 (docs/policies.md, "Replay"): what the policy saw, the live route's first model
+    # (None when refused), the answering call's token usage, the shadow policy's decision.
+    policy_inputs: Mapping[str, Any] | None = None
+    route: str | None = None
+    usage: Mapping[str, int] | None = None
+    shadow: Mapping[str, Any] | None = None
+    version: int = LOG_VERSION
 
     @classmethod
     def of(cls, outcome: Outcome, trace_id: str | None) -> DecisionRecord:
@@ -96,12 +108,18 @@ class DecisionRecord:
             reason=outcome.error,
             redacted=outcome.redacted,
             unrestored=outcome.unrestored,
+            labels=outcome.labels,
+            policy_inputs=outcome.policy_inputs,
+            route=outcome.route,
+            usage=_usage(outcome.attempts),
+            shadow=None if outcome.shadow is None else outcome.shadow.to_json(),
         )
 
     def to_json(self) -> str:
         # Spelled out rather than dataclasses.asdict, which deep-copies every value and cost
         # more than the rest of the line's work together (bench/bench_telemetry.py).
         line: dict[str, object] = {
+            "version": self.version,
             "decision_id": self.decision_id,
             "time": self.time,
             "rpc": self.rpc,
@@ -134,12 +152,31 @@ class DecisionRecord:
             "latency_ms": self.latency_ms,
             "status": self.status,
             "reason": self.reason,
+            "labels": dict(self.labels),
+            "policy_inputs": self.policy_inputs,
+            "route": self.route,
+            "usage": self.usage,
+            "shadow": self.shadow,
         }
         # Only on redacted requests, so other lines keep their shape.
         if self.redacted:
             line["redacted"] = dict(self.redacted)
             line["unrestored"] = self.unrestored
         return _ENCODER.encode(line)
+
+
+def _usage(attempts: tuple[Attempt, ...]) -> dict[str, int] | None:
+    """The token counts of the call that answered, for pricing a replay."""
+    for attempt in attempts:
+        usage = attempt.usage
+        if attempt.error is None and usage is not None:
+            return {
+                "input_tokens": usage.input_tokens,
+                "output_tokens": usage.output_tokens,
+                "cached_input_tokens": usage.cached_input_tokens,
+                "reasoning_tokens": usage.reasoning_tokens,
+            }
+    return None
 
 
 class DecisionLog:

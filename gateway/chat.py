@@ -79,6 +79,7 @@ class ChatResult:
     finish_reason: FinishReason
     usage: Usage
     response_model: str  # the model id the upstream says answered
+    response_id: str = ""  # the upstream's completion id, when it sends one
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +92,7 @@ class Chunk:
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
     response_model: str = ""
+    response_id: str = ""  # the upstream's completion id (on the last chunk), when it sends one
 
 
 @dataclass(frozen=True, slots=True)

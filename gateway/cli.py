@@ -38,8 +38,37 @@ def _serve(args: argparse.Namespace) -> int:
 def _policy(args: argparse.Namespace, out: TextIO) -> int:
     from gateway.policy import run_check, run_test
 
+    if args.policy_command == "replay":
+        return _replay(args, out)
+
     run = run_check if args.policy_command == "check" else run_test
     return run(Path(args.dir), out, [Path(p) for p in args.descriptors])
+
+
+def _replay(args: argparse.Namespace, out: TextIO) -> int:
+    from gateway.policy.replay import ReplayError, Window, parse_share, parse_when, run_replay
+
+    try:
+        window = Window(
+            since=parse_when(args.since, "--since") if args.since else None,
+            until=parse_when(args.until, "--until") if args.until else None,
+            tenant=args.tenant,
+        )
+        max_cost = args.max_cost_increase
+        max_changed = args.max_changed
+        return run_replay(
+            Path(args.dir),
+            Path(args.decisions),
+            load_config(args.config),
+            out,
+            window=window,
+            output_format=args.format,
+            max_cost_increase=parse_share(max_cost, "--max-cost-increase") if max_cost else None,
+            max_changed=parse_share(max_changed, "--max-changed") if max_changed else None,
+        )
+    except ReplayError as exc:
+        sys.stderr.write(f"celgate: {exc}\n")
+        return 2
 
 
 def _costs(args: argparse.Namespace, out: TextIO) -> int:
@@ -163,11 +192,33 @@ def build_parser() -> argparse.ArgumentParser:
             help="message types for suites with a config.yaml: a FileDescriptorSet, a .proto "
             "file or a folder of .proto files (repeatable)",
         )
+    replay = policy_sub.add_parser(
+        "replay",
+        help="re-decide recorded requests with the policy in DIR and compare, with the cost",
+    )
+    replay.add_argument("dir", metavar="DIR", help="the candidate policy folder")
+    replay.add_argument("--decisions", required=True, metavar="FILE", help="a decision log")
+    replay.add_argument("--config", default=DEFAULT_CONFIG, help="catalogue, tenants, prices")
+    replay.add_argument("--since", help="first request time, ISO date or time (UTC)")
+    replay.add_argument("--until", help="end of the window (exclusive), ISO date or time (UTC)")
+    replay.add_argument("--tenant", help="only this tenant's requests")
+    replay.add_argument("--format", default="text", choices=["text", "json"])
+    replay.add_argument(
+        "--max-cost-increase", metavar="PCT", help="exit 1 when the cost rises more, e.g. 10%%"
+    )
+    replay.add_argument(
+        "--max-changed", metavar="PCT", help="exit 1 when more decisions change, e.g. 5%%"
+    )
 
     costs = sub.add_parser("costs", help="print spend from the budget ledger")
     costs.add_argument("--config", default=DEFAULT_CONFIG)
     costs.add_argument("--since", help="ISO date or time (UTC), for example 2026-11-01")
-    costs.add_argument("--by", default="tenant", choices=["tenant", "model", "task_type"])
+    costs.add_argument(
+        "--by",
+        default="tenant",
+        metavar="{tenant,model,task_type,label:KEY}",
+        help="group by tenant, model, task type, or a promoted request label (label:project)",
+    )
 
     keys = sub.add_parser("keys", help="manage API keys")
     keys_sub = keys.add_subparsers(dest="keys_command", required=True)

@@ -102,13 +102,30 @@ class ServerConfig(_Strict):
 
     @property
     def is_loopback(self) -> bool:
-        host = self.listen.rpartition(":")[0].strip("[]")
-        if host == "localhost":
-            return True
-        try:
-            return ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            return False
+        return _is_loopback(self.listen)
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.rpartition(":")[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class HttpConfig(_Strict):
+    """The OpenAI-compatible HTTP API (docs/http.md). Unset `listen` (the default) opens no
+    HTTP port: an upgraded gateway does not start listening somewhere its operators have not
+    reviewed. TLS and authentication are the gRPC port's (`server.tls`, `auth`)."""
+
+    listen: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        return ServerConfig._host_port(value)
 
 
 class LimitsConfig(_Strict):
@@ -134,12 +151,21 @@ class LimitsConfig(_Strict):
     inspection_workers: int = Field(default=1, ge=1)
 
 
+class ShadowPolicyConfig(_Strict):
+    """A candidate policy evaluated beside the live one on every request, never obeyed."""
+
+    # Folder holding the candidate's policy.yaml (and tests.yaml); relative to the config file.
+    dir: Path
+
+
 class PolicyConfig(_Strict):
     # Policy folder holding policy.yaml and optionally tests.yaml (relative paths are
     # relative to the config file).
     dir: Path = Path("../policies/routing")
     # Watch the directory and hot-reload changed policies.
     watch: bool = True
+    # Optional shadow policy, watched and reloaded like the live one when `watch` is true.
+    shadow: ShadowPolicyConfig | None = None
 
 
 class DictionaryConfig(_Strict):
@@ -263,6 +289,39 @@ class LedgerConfig(_Strict):
         return value
 
 
+class PrometheusConfig(_Strict):
+    # HOST:PORT of a plaintext HTTP listener answering GET /metrics in the Prometheus text
+    # format (the OpenTelemetry Prometheus exporter); unset: no listener. Never the gRPC port.
+    listen: str | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        return ServerConfig._host_port(value)
+
+
+# A promoted label key becomes part of an attribute name (celgate.label.<key>) and of a
+# Prometheus label name: lower-case identifiers only.
+LABEL_KEY_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+
+
+class LabelsConfig(_Strict):
+    """Request labels promoted to the cost and token metrics, the spans and the decision log.
+    Only the keys listed are carried; each key keeps at most `max_values` distinct values per
+    process, later ones are counted as `other`, so a caller cannot blow up the series count."""
+
+    promote: list[Annotated[str, Field(pattern=LABEL_KEY_PATTERN)]] = Field(default_factory=list)
+    max_values: int = Field(default=50, ge=1, le=10_000)
+
+    @field_validator("promote")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        duplicates = sorted({k for k in value if value.count(k) > 1})
+        if duplicates:
+            raise ValueError(f"lists {', '.join(duplicates)} more than once")
+        return value
+
+
 class TelemetryConfig(_Strict):
     """Traces and metrics are configured by the standard OTEL_* environment variables (nothing
     is exported unless an OTLP endpoint is set); these are the settings they do not cover."""
@@ -270,6 +329,8 @@ class TelemetryConfig(_Strict):
     # Seconds stop() waits to flush buffered spans and metrics: a dead collector never holds
     # the shutdown longer than this.
     shutdown_timeout_s: float = Field(default=5.0, ge=0)
+    prometheus: PrometheusConfig = Field(default_factory=PrometheusConfig)
+    labels: LabelsConfig = Field(default_factory=LabelsConfig)
 
 
 class AuditConfig(_Strict):
@@ -326,6 +387,7 @@ class TenantConfig(_Strict):
 
 class Config(_Strict):
     server: ServerConfig = Field(default_factory=ServerConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     tenants: dict[TenantName, TenantConfig] = Field(default_factory=dict)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
@@ -364,6 +426,16 @@ class Config(_Strict):
         if self.auth.mode == "none" and not self.server.is_loopback:
             raise ValueError(
                 f"auth.mode is 'none' but server.listen {self.server.listen!r} is not a loopback"
+                " address: anyone who can reach it would be let in. Set auth.mode to 'api_key'"
+                " or 'mtls', or listen on 127.0.0.1"
+            )
+        if (
+            self.auth.mode == "none"
+            and self.http.listen is not None
+            and not _is_loopback(self.http.listen)
+        ):
+            raise ValueError(
+                f"auth.mode is 'none' but http.listen {self.http.listen!r} is not a loopback"
                 " address: anyone who can reach it would be let in. Set auth.mode to 'api_key'"
                 " or 'mtls', or listen on 127.0.0.1"
             )

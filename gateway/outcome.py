@@ -16,12 +16,17 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from gateway.chat import Usage
 from gateway.clock import utc_now
 from gateway.errors import ENFORCEMENT_REASONS, GatewayError
 from gateway.levels import Level
 from gateway.providers.base import UpstreamError
+
+if TYPE_CHECKING:  # the policy package is above this module; only its types are needed
+    from gateway.policy.deferred import Deferred
+    from gateway.policy.shadow import PendingShadow, ShadowResult
 
 # Enforcement outcomes, as the decision log and the `celgate.enforcement` attribute name them.
 ALLOWED = "allowed"
@@ -70,6 +75,9 @@ class Attempt:
     finish_reason: str = ""
     # The cost is an estimate of what was relayed (a stream that ended early without usage).
     cost_estimated: bool = False
+    response_id: str = ""  # the provider's completion id, when it sends one
+    # Streams: seconds from sending the request to the first chunk; None for a unary call.
+    time_to_first_chunk_s: float | None = None
 
     @property
     def called(self) -> bool:
@@ -157,6 +165,18 @@ class PolicyFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class RequestFacts:
+    """What the request asked of the model, as sent upstream (after the policy's output cap).
+    Never content: stop sequences are counted, not kept."""
+
+    max_tokens: int | None
+    temperature: float | None
+    top_p: float | None
+    stop_sequences: int
+    output_type: str  # text, or json when a JSON response format is asked for
+
+
+@dataclass(frozen=True, slots=True)
 class Outcome:
     """Everything the gateway may say about one finished request; None where the request never
     reached that stage (an unauthenticated call has no tenant, a policy deny has no model)."""
@@ -187,6 +207,13 @@ class Outcome:
     # Placeholder-shaped tokens in the answer that no redacted value stood for (invented or
     # mangled by the model), left as they were.
     unrestored: int = 0
+    # The request's promoted labels (telemetry.labels), values already bounded (gateway/labels.py).
+    labels: Mapping[str, str] = field(default_factory=dict)
+    request: RequestFacts | None = None
+    # What the policy saw, as the decision log records it for replay (policy/inputs.py).
+    policy_inputs: Mapping[str, Any] | None = None
+    route: str | None = None  # the first model of the enforced chain (None: refused)
+    shadow: ShadowResult | None = None  # the shadow policy's decision (policy/shadow.py)
 
     @property
     def calls(self) -> int:
@@ -212,6 +239,11 @@ class Progress:
     unrestored: int = 0
     # The dispatcher appends to this list as it walks the chain (the one attempt history).
     attempts: list[Attempt] = field(default_factory=list)
+    labels: Mapping[str, str] = field(default_factory=dict)
+    request: RequestFacts | None = None
+    policy_inputs: Deferred[Mapping[str, Any]] | None = None
+    route: str | None = None
+    shadow: PendingShadow | None = None
 
     def outcome(self, ending: Ending) -> Outcome:
         error = ending.error
@@ -248,4 +280,10 @@ class Progress:
             cost_estimated=any(a.cost_estimated for a in attempts),
             redacted=self.redacted,
             unrestored=self.unrestored,
+            labels=self.labels,
+            request=self.request,
+            policy_inputs=None if self.policy_inputs is None else self.policy_inputs.result(),
+            route=self.route,
+            # Scheduled when the policy decided; computed now only if it has not run yet.
+            shadow=None if self.shadow is None else self.shadow.result(),
         )

@@ -26,6 +26,7 @@ from gateway.config import Config
 from gateway.enforce import Dropped, Enforced, Verdict, enforce, judge, redaction_floor
 from gateway.errors import InternalError, InvalidRequest, NoPolicy, PermissionDenied, Reason
 from gateway.inspect import Inspection, Inspector
+from gateway.labels import promoter_for
 from gateway.levels import Level
 from gateway.offload import Offloader
 from gateway.outcome import (
@@ -36,8 +37,13 @@ from gateway.outcome import (
     InspectionFacts,
     PolicyFacts,
     Progress,
+    RequestFacts,
 )
 from gateway.policy import PolicyEvaluationError, PolicyStore
+from gateway.policy.deferred import Deferred
+from gateway.policy.inputs import encode as encode_inputs
+from gateway.policy.inputs import label_guard
+from gateway.policy.shadow import ShadowPolicy
 from gateway.pricing import Pricing
 from gateway.providers.dispatch import Dispatcher, Variant
 from gateway.ratelimit import TenantRateLimiter
@@ -91,6 +97,7 @@ class Pipeline:
         pricing: Pricing,
         *,
         clock: Clock = utc_now,
+        shadow: ShadowPolicy | None = None,
     ) -> None:
         self.config = config
         self.dispatcher = dispatcher
@@ -102,7 +109,12 @@ class Pipeline:
         self.inspector = Inspector(config.inspection)
         # Large inspections run off the event loop, bounded per tenant (invariant 7).
         self.offloader = Offloader.from_config(config.limits)
+        # Which request labels reach telemetry and the decision log, bounded (gateway/labels.py).
+        self.labels = promoter_for(config)
         self._clock = clock
+        # A candidate policy decided beside the live one and never obeyed (policy/shadow.py).
+        self.shadow = shadow
+        self._withhold = label_guard(self.inspector)
         self._catalogue: tuple[tuple[bool, ...], dict[str, policy_pb2.ModelInfo]] | None = None
 
     async def aclose(self) -> None:
@@ -238,6 +250,8 @@ class Pipeline:
             raise InvalidRequest(
                 "preferred_model", f"unknown model {request.preferred_model!r}; known: {known}"
             )
+        if request.labels:
+            progress.labels = self.labels.promote(request.labels)
         inspection = await self.offloader.run(
             request.tenant, request_chars(request.params), lambda: self.inspect(request)
         )
@@ -262,6 +276,14 @@ class Pipeline:
         budget = await self.ledger.snapshot(request.tenant, request.labels, now)
         if budget.limited:
             progress.budget_utilization = budget.utilization
+        models = self.model_infos()
+        # Recorded for replay; encoded off the request's path (policy/deferred.py).
+        withhold = self._withhold
+        progress.policy_inputs = Deferred.schedule(
+            lambda: encode_inputs(context, budget, models, now, withhold=withhold)
+        )
+        if self.shadow is not None:
+            progress.shadow = self.shadow.defer(context, budget, models, now)
         decision, policy_name, revision = self.decide(context, budget, now)
         progress.policy = PolicyFacts(policy_name, revision, decision.rule)
         self.check_denied(decision, policy_name)
@@ -306,6 +328,7 @@ class Pipeline:
         first = redactions.get(enforced.chain[0])
         if first is not None:
             progress.redacted = first.counts
+        progress.request = _request_facts(params)
         return Plan(
             decision_id=progress.call.decision_id,
             request=request,
@@ -444,6 +467,19 @@ class Pipeline:
                 yield chunk, route
 
 
+def _request_facts(params: ChatParams) -> RequestFacts:
+    response_format = params.response_format
+    return RequestFacts(
+        max_tokens=params.max_tokens,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        stop_sequences=len(params.stop),
+        output_type="json"
+        if response_format is not None and response_format.type != "text"
+        else "text",
+    )
+
+
 def _considered(progress: Progress, verdicts: list[Verdict]) -> None:
     """The policy's candidates in order, each with enforcement's refusal when refused."""
     progress.candidates = tuple(
@@ -502,6 +538,7 @@ def _enforced(progress: Progress, enforced: Enforced) -> None:
             for c in progress.candidates
         )
         progress.blocked = tuple(b for b in progress.blocked if b[0] not in enforced.redacted)
+    progress.route = enforced.chain[0]
     listed = {c.model for c in progress.candidates}
     substitutes = tuple(
         Candidate(

@@ -26,8 +26,10 @@ from gateway.access import AccessReloader
 from gateway.auth import Authenticator, server_credentials
 from gateway.budget import open_ledger
 from gateway.config import Config
+from gateway.http.server import HttpServer, start_http
 from gateway.pipeline import Pipeline
 from gateway.policy import CompiledPolicy, PolicyError, PolicyStore
+from gateway.policy.shadow import ShadowPolicy
 from gateway.pricing import Pricing
 from gateway.providers.dispatch import Dispatcher
 from gateway.ratelimit import TenantRateLimiter, open_rate_limiter
@@ -56,6 +58,8 @@ class Gateway:
     health_server: grpc.aio.Server | None = None
     health_port: int = 0
     access: AccessReloader | None = None
+    # The OpenAI-compatible HTTP listener (`http.listen`), when configured.
+    http: HttpServer | None = None
     _stop_watch: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -84,7 +88,10 @@ class Gateway:
         """Drain: refuse new calls, let in-flight ones finish within the grace period."""
         await self.health.enter_graceful_shutdown()
         self._stop_watch.set()
-        await self.server.stop(self.config.server.grace_period_s if grace is None else grace)
+        grace = self.config.server.grace_period_s if grace is None else grace
+        if self.http is not None:
+            await self.http.stop()
+        await self.server.stop(grace)
         if self.health_server is not None:
             await self.health_server.stop(0)
         for task in self._tasks:
@@ -156,7 +163,13 @@ async def start(
     pricing = Pricing.from_config(config)
     ledger = await open_ledger(config)
     limiter = open_rate_limiter(config)
-    pipeline = Pipeline(config, Dispatcher(config), policies, limiter, ledger, pricing)
+    shadow = None
+    if config.policy.shadow is not None:
+        shadow = ShadowPolicy(config.resolve(config.policy.shadow.dir), config, pricing)
+        shadow.load()
+    pipeline = Pipeline(
+        config, Dispatcher(config), policies, limiter, ledger, pricing, shadow=shadow
+    )
     authenticator = Authenticator.from_config(config)
     service = GatewayService(
         pipeline,
@@ -178,12 +191,20 @@ async def start(
             health_server, config.server.health_listen, "server.health_listen", None
         )
         await health_server.start()
+    # GET /metrics on its own plaintext port (telemetry.prometheus.listen), never this one.
+    telemetry.start()
     await server.start()
     gateway = Gateway(
         config, server, health_servicer, pipeline, authenticator, limiter, telemetry, port
     )
     gateway.health_server, gateway.health_port = health_server, health_port
     gateway.access = AccessReloader(config, config_path, authenticator, limiter)
+    if config.http.listen is not None:
+        try:
+            gateway.http = await start_http(config, pipeline, authenticator, telemetry)
+        except BaseException:
+            await gateway.stop(grace=0)
+            raise
 
     loop = asyncio.get_running_loop()
 
@@ -195,6 +216,8 @@ async def start(
     policies.on_change = on_policy_change
     if config.policy.watch:
         gateway._tasks.append(asyncio.create_task(policies.watch(gateway._stop_watch)))
+        if shadow is not None:
+            gateway._tasks.append(asyncio.create_task(shadow.watch(gateway._stop_watch)))
     if config.auth.api_keys_file is not None:
         keys_file = config.resolve(config.auth.api_keys_file)
         gateway._tasks.append(

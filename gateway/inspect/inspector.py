@@ -75,3 +75,8 @@ class Inspector:
             complexity=analysis.complexity(features),
             estimated_input_tokens=tokens,
         )
+
+    def findings_in(self, text: str) -> tuple[Finding, ...]:
+        """The pattern tier's findings in one short text (a label, for example), for callers
+        that must not record a value the gateway treats as sensitive."""
+        return self._classifier.scan(segments.buffer([("text", text)]))

@@ -226,7 +226,15 @@ class _Chain:
         return _Entry(provider, breaker, permit, min(own, remaining), remaining < own)
 
     def answered(
-        self, alias: str, entry: _Entry, usage: Usage | None, cost: float, model: str, finish: str
+        self,
+        alias: str,
+        entry: _Entry,
+        usage: Usage | None,
+        cost: float,
+        model: str,
+        finish: str,
+        response_id: str = "",
+        first_chunk_s: float | None = None,
     ) -> None:
         self.attempts.append(
             Attempt(
@@ -238,6 +246,8 @@ class _Chain:
                 cost,
                 model,
                 finish,
+                response_id=response_id,
+                time_to_first_chunk_s=first_chunk_s,
             )
         )
 
@@ -431,7 +441,13 @@ class Dispatcher:
                 walk.ended(alias, entry, error_type(exc))
                 raise
             walk.answered(
-                alias, entry, result.usage, cost, result.response_model, result.finish_reason
+                alias,
+                entry,
+                result.usage,
+                cost,
+                result.response_model,
+                result.finish_reason,
+                result.response_id,
             )
             return Answer(result, alias, tuple(walk.attempts))
         raise walk.give_up()
@@ -484,6 +500,7 @@ class Dispatcher:
                         judged = recorded = True
                         walk.failed(alias, entry, error)
                         continue
+                    first_chunk_s = time.perf_counter() - entry.started_perf
                     # A first chunk means the model serves, whatever happens later.
                     breaker.success(entry.permit)
                     judged = True
@@ -503,6 +520,8 @@ class Dispatcher:
                                     cost,
                                     chunk.response_model,
                                     chunk.finish_reason,
+                                    chunk.response_id,
+                                    first_chunk_s,
                                 )
                             yield StreamPiece(chunk, alias, calls)
                             chunk = await anext(chunks)

@@ -8,6 +8,7 @@ job, and a hidden retry would spend the caller's deadline twice.
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -273,7 +274,17 @@ def _result(data: Any) -> ChatResult:
         finish_reason=_finish(choice.get("finish_reason")),
         usage=_usage(data.get("usage")) or Usage(),
         response_model=data.get("model") or "",
+        response_id=_response_id(data.get("id")),
     )
+
+
+_RESPONSE_ID = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+
+def _response_id(value: Any) -> str:
+    """The completion id for `gen_ai.response.id`: kept only when it looks like an id, since it
+    goes to telemetry as it came from the upstream."""
+    return value if isinstance(value, str) and _RESPONSE_ID.fullmatch(value) else ""
 
 
 class _StreamAssembler:
@@ -285,10 +296,13 @@ class _StreamAssembler:
         self._finish: FinishReason | None = None
         self._usage: Usage | None = None
         self._model = ""
+        self._id = ""
 
     def feed(self, event: ChatCompletionChunk) -> Chunk | None:
         if event.model:
             self._model = event.model
+        if event.id and not self._id:
+            self._id = _response_id(event.id)
         if event.usage is not None:
             self._usage = _usage(event.usage.model_dump())
         if not event.choices:
@@ -325,4 +339,5 @@ class _StreamAssembler:
             finish_reason=self._finish,
             usage=self._usage,
             response_model=self._model,
+            response_id=self._id,
         )

@@ -17,6 +17,7 @@ from gateway.telemetry import export
 from gateway.telemetry.export import CountingBatchSpanProcessor, DropCounter
 from gateway.telemetry.instruments import Instruments
 from gateway.telemetry.names import INSTRUMENTATION_SCOPE
+from gateway.telemetry.prometheus import MetricsEndpoint
 from gateway.telemetry.record import Recorder, model_attributes
 
 
@@ -35,8 +36,12 @@ class Telemetry:
         drops: DropCounter | None = None,
         processors: Sequence[CountingBatchSpanProcessor] = (),
         shutdown_timeout_s: float = 5.0,
+        metrics_endpoint: MetricsEndpoint | None = None,
     ) -> None:
         self.tracer_provider = tracer_provider
+        # GET /metrics, when `telemetry.prometheus.listen` is set: its reader is one of the
+        # meter provider's; `start` binds it.
+        self.metrics_endpoint = metrics_endpoint
         self._processors = tuple(processors)
         self.meter_provider = meter_provider
         self.decision_log = decision_log
@@ -64,7 +69,11 @@ class Telemetry:
         """Exporters from the OTEL_* environment (none when no endpoint is set) and the
         decision log from `audit.decision_log`. Raises ConfigError on an unusable setting."""
         drops = DropCounter()
-        exporting = export.from_environment(drops)
+        listen = config.telemetry.prometheus.listen
+        endpoint = MetricsEndpoint(listen) if listen is not None else None
+        exporting = export.from_environment(
+            drops, pull=(endpoint.reader,) if endpoint is not None else ()
+        )
         try:
             decision_log = DecisionLog.open(config.audit.decision_log, config.base_dir)
         except OSError as exc:
@@ -79,7 +88,14 @@ class Telemetry:
             drops=drops,
             processors=exporting.processors,
             shutdown_timeout_s=config.telemetry.shutdown_timeout_s,
+            metrics_endpoint=endpoint,
         )
+
+    def start(self) -> None:
+        """Open the Prometheus listener, when there is one. Raises ConfigError naming
+        `telemetry.prometheus.listen` when its address cannot be bound."""
+        if self.metrics_endpoint is not None and not self.metrics_endpoint.port:
+            self.metrics_endpoint.start()
 
     @property
     def exporting(self) -> bool:
@@ -98,6 +114,8 @@ class Telemetry:
         """Flush and stop exporting, bounded by `shutdown_timeout_s` (blocking: run it off the
         event loop). A dead collector costs the bound, then what was queued is dropped."""
         end = time.monotonic() + self.shutdown_timeout_s
+        if self.metrics_endpoint is not None:
+            self.metrics_endpoint.stop()
 
         def remaining_ms() -> int:
             return max(0, int((end - time.monotonic()) * 1000))

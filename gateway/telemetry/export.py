@@ -21,6 +21,7 @@ from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
     MetricExporter,
     MetricExportResult,
+    MetricReader,
     MetricsData,
     PeriodicExportingMetricReader,
 )
@@ -271,23 +272,26 @@ class Exporting:
     processors: tuple[CountingBatchSpanProcessor, ...]
 
 
-def from_environment(drops: DropCounter) -> Exporting:
-    """Providers from the OTEL_* environment. Raises ConfigError on an unusable setting."""
+def from_environment(drops: DropCounter, pull: Sequence[MetricReader] = ()) -> Exporting:
+    """Providers from the OTEL_* environment, plus `pull`: readers that are scraped rather than
+    pushing (the Prometheus endpoint), which need a meter provider of their own even when no
+    OTLP endpoint is set. Raises ConfigError on an unusable setting."""
     span_exporters_ = span_exporters()
     metric_exporters_ = metric_exporters()
     tracer_provider = meter_provider = None
     processors = tuple(CountingBatchSpanProcessor(e, drops) for e in span_exporters_)
-    if span_exporters_ or metric_exporters_:
+    if span_exporters_ or metric_exporters_ or pull:
         shared = resource()
         if processors:
             tracer_provider = TracerProvider(resource=shared)
             for processor in processors:
                 tracer_provider.add_span_processor(processor)
-        if metric_exporters_:
+        if metric_exporters_ or pull:
             # Interval and timeout from OTEL_METRIC_EXPORT_INTERVAL / _TIMEOUT.
-            readers = [
+            readers: list[MetricReader] = [
                 PeriodicExportingMetricReader(CountingMetricExporter(exporter, drops))
                 for exporter in metric_exporters_
             ]
+            readers.extend(pull)
             meter_provider = MeterProvider(resource=shared, metric_readers=readers)
     return Exporting(tracer_provider, meter_provider, processors)

@@ -13,6 +13,7 @@ aliases, token counts and costs. Error messages are not recorded either, only th
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -24,16 +25,20 @@ from opentelemetry.util.types import AttributeValue
 
 from gateway.audit import DecisionLog, DecisionRecord
 from gateway.config import ModelConfig
-from gateway.outcome import ALLOWED, Attempt, Outcome
+from gateway.outcome import ALLOWED, Attempt, Outcome, RequestFacts
+from gateway.policy.shadow import REFUSED
 from gateway.telemetry.instruments import Instruments
 from gateway.telemetry.names import (
     CELGATE_CLASSIFICATION,
     CELGATE_COMPLEXITY,
+    CELGATE_COST_CURRENCY,
+    CELGATE_COST_TOTAL,
     CELGATE_DECISION_ID,
     CELGATE_DETECTORS,
     CELGATE_ENFORCEMENT,
     CELGATE_ENFORCEMENT_REASON,
     CELGATE_FALLBACK_ATTEMPT,
+    CELGATE_LABEL_PREFIX,
     CELGATE_LOCATION,
     CELGATE_MODEL,
     CELGATE_OUTCOME,
@@ -42,23 +47,41 @@ from gateway.telemetry.names import (
     CELGATE_POLICY_RULE,
     CELGATE_REDACTED,
     CELGATE_REDACTION_UNRESTORED,
+    CELGATE_REQUEST_STOP_SEQUENCES,
+    CELGATE_SHADOW_AGREEMENT,
+    CELGATE_SHADOW_ESTIMATED_COST,
+    CELGATE_SHADOW_MODEL,
+    CELGATE_SHADOW_REVISION,
+    CELGATE_SHADOW_RULE,
     CELGATE_TASK_TYPE,
     CELGATE_TENANT,
+    COST_CURRENCY,
     ERROR_TYPE,
     GEN_AI_OPERATION_NAME,
+    GEN_AI_OUTPUT_TYPE,
     GEN_AI_PROVIDER_NAME,
+    GEN_AI_REQUEST_MAX_TOKENS,
     GEN_AI_REQUEST_MODEL,
+    GEN_AI_REQUEST_TEMPERATURE,
+    GEN_AI_REQUEST_TOP_P,
     GEN_AI_RESPONSE_FINISH_REASONS,
+    GEN_AI_RESPONSE_ID,
     GEN_AI_RESPONSE_MODEL,
+    GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK,
     GEN_AI_TOKEN_TYPE,
+    GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS,
     GEN_AI_USAGE_COST,
     GEN_AI_USAGE_INPUT_TOKENS,
     GEN_AI_USAGE_OUTPUT_TOKENS,
+    GEN_AI_USAGE_REASONING_OUTPUT_TOKENS,
     OPERATION_CHAT,
     RPC_GRPC_STATUS_CODE,
     RPC_METHOD,
+    RPC_RESPONSE_STATUS_CODE,
     RPC_SERVICE,
     RPC_SYSTEM,
+    RPC_SYSTEM_NAME,
+    SEMCONV_OPT_IN_VARIABLE,
     SERVER_ADDRESS,
     SERVER_PORT,
 )
@@ -118,7 +141,39 @@ def _decision(outcome: Outcome, enforcement: str | None) -> Attributes:
         attributes[CELGATE_REDACTED] = tuple(f"{d}={n}" for d, n in outcome.redacted)
     if outcome.unrestored:
         attributes[CELGATE_REDACTION_UNRESTORED] = outcome.unrestored
+    for key, value in outcome.labels.items():
+        attributes[CELGATE_LABEL_PREFIX + key] = value
     return attributes
+
+
+def _request(facts: RequestFacts | None) -> Attributes:
+    """The GenAI request attributes of every CLIENT span of the request."""
+    if facts is None:
+        return {}
+    attributes: Attributes = {
+        GEN_AI_OUTPUT_TYPE: facts.output_type,
+        CELGATE_REQUEST_STOP_SEQUENCES: facts.stop_sequences,
+    }
+    if facts.max_tokens is not None:
+        attributes[GEN_AI_REQUEST_MAX_TOKENS] = facts.max_tokens
+    if facts.temperature is not None:
+        attributes[GEN_AI_REQUEST_TEMPERATURE] = facts.temperature
+    if facts.top_p is not None:
+        attributes[GEN_AI_REQUEST_TOP_P] = facts.top_p
+    return attributes
+
+
+def stable_rpc_only(setting: str | None = None) -> bool:
+    """OTEL_SEMCONV_STABILITY_OPT_IN lists `rpc` (and not `rpc/dup`): emit only the stable RPC
+    attributes, not the experimental ones they replace."""
+    if setting is None:
+        setting = os.environ.get(SEMCONV_OPT_IN_VARIABLE, "")
+    values = {v.strip() for v in setting.split(",")}
+    return "rpc" in values and "rpc/dup" not in values
+
+
+def _labels(outcome: Outcome) -> Attributes:
+    return {CELGATE_LABEL_PREFIX + key: value for key, value in outcome.labels.items()}
 
 
 class Recorder:
@@ -135,25 +190,42 @@ class Recorder:
         self.instruments = instruments
         self.models = models
         self.decision_log = decision_log
+        self.experimental_rpc = not stable_rpc_only()
 
     def record(self, outcome: Outcome) -> None:
         call = outcome.call
+        method = f"{call.service}/{call.rpc}"
+        rpc: Attributes = {RPC_SYSTEM_NAME: call.system, RPC_METHOD: method}
+        if self.experimental_rpc:
+            rpc[RPC_SYSTEM] = call.system
+            rpc[RPC_SERVICE] = call.service
         server = self.tracer.start_span(
-            f"{call.service}/{call.rpc}",
+            method,
             context=propagate.extract(call.carrier) if call.carrier else None,
             kind=SpanKind.SERVER,
-            attributes={RPC_SYSTEM: call.system, RPC_SERVICE: call.service, RPC_METHOD: call.rpc},
+            attributes=rpc,
             start_time=call.started_ns,
         )
         recording = server.is_recording()
         # The CLIENT spans carry the decision as it stood when the calls were made.
         decision = _decision(outcome, outcome.enforced) if recording else {}
+        if recording:
+            decision.update(_request(outcome.request))
+        labels = _labels(outcome)
         parent = trace.set_span_in_context(server)
         number = 0
         for attempt in outcome.attempts:
             if attempt.called:
                 number += 1
-                self._attempt(outcome, attempt, number, decision, parent, recording)
+                self._attempt(outcome, attempt, number, decision, labels, parent, recording)
+        point: Attributes = {
+            RPC_SYSTEM_NAME: call.system,
+            RPC_METHOD: method,
+            RPC_RESPONSE_STATUS_CODE: outcome.status,
+        }
+        if outcome.error is not None:
+            point[ERROR_TYPE] = outcome.error
+        self.instruments.server_call_duration.record(outcome.duration_s, point)
         self._request_metrics(outcome)
         if recording:
             self._end_server(server, outcome)
@@ -168,6 +240,7 @@ class Recorder:
         attempt: Attempt,
         number: int,
         decision: Attributes,
+        labels: Attributes,
         parent: Context,
         recording: bool,
     ) -> None:
@@ -179,12 +252,16 @@ class Recorder:
             point[GEN_AI_RESPONSE_MODEL] = attempt.response_model
         usage = attempt.usage
         if usage is not None:
+            # Who spent the tokens: the tenant and the promoted labels, beyond the conventions.
+            spent: Attributes = {**point, CELGATE_TENANT: outcome.tenant or "", **labels}
             instruments.token_usage.record(
-                usage.input_tokens, {**point, GEN_AI_TOKEN_TYPE: "input"}
+                usage.input_tokens, {**spent, GEN_AI_TOKEN_TYPE: "input"}
             )
             instruments.token_usage.record(
-                usage.output_tokens, {**point, GEN_AI_TOKEN_TYPE: "output"}
+                usage.output_tokens, {**spent, GEN_AI_TOKEN_TYPE: "output"}
             )
+        if attempt.time_to_first_chunk_s is not None:
+            instruments.time_to_first_chunk.record(attempt.time_to_first_chunk_s, point)
         if error is not None:
             point[ERROR_TYPE] = error
         instruments.operation_duration.record(attempt.duration_s, point)
@@ -199,6 +276,7 @@ class Recorder:
                     CELGATE_MODEL: model.alias,
                     GEN_AI_REQUEST_MODEL: model.metric[GEN_AI_REQUEST_MODEL],
                     CELGATE_LOCATION: model.location,
+                    **labels,
                 },
             )
         if not recording:
@@ -208,11 +286,23 @@ class Recorder:
             attributes[GEN_AI_RESPONSE_MODEL] = attempt.response_model
         if attempt.finish_reason:
             attributes[GEN_AI_RESPONSE_FINISH_REASONS] = (attempt.finish_reason,)
+        if attempt.response_id:
+            attributes[GEN_AI_RESPONSE_ID] = attempt.response_id
+        if attempt.time_to_first_chunk_s is not None:
+            attributes[GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK] = attempt.time_to_first_chunk_s
         if usage is not None:
             attributes[GEN_AI_USAGE_INPUT_TOKENS] = usage.input_tokens
             attributes[GEN_AI_USAGE_OUTPUT_TOKENS] = usage.output_tokens
+            # Reported only by some providers: absent rather than a misleading 0.
+            if usage.cached_input_tokens:
+                attributes[GEN_AI_USAGE_CACHE_READ_INPUT_TOKENS] = usage.cached_input_tokens
+            if usage.reasoning_tokens:
+                attributes[GEN_AI_USAGE_REASONING_OUTPUT_TOKENS] = usage.reasoning_tokens
         if error is None or attempt.cost_usd:
+            # The attempt's cost, here and only here (see names.GEN_AI_USAGE_COST); a stream
+            # that ended early is charged for what it relayed.
             attributes[GEN_AI_USAGE_COST] = attempt.cost_usd
+            attributes[CELGATE_COST_CURRENCY] = COST_CURRENCY
         if error is not None:
             attributes[ERROR_TYPE] = error
         span = self.tracer.start_span(
@@ -242,6 +332,10 @@ class Recorder:
         tenant = outcome.tenant
         if outcome.budget_utilization is not None and tenant is not None:
             instruments.budget_utilization.set(outcome.budget_utilization, {CELGATE_TENANT: tenant})
+        shadow = outcome.shadow
+        if shadow is not None:
+            live = outcome.route if outcome.route is not None else REFUSED
+            instruments.shadow_decisions[(live, shadow.label, shadow.agreement(outcome.route))] += 1
         if outcome.call.audited and tenant is not None:
             if outcome.error is None:
                 result = outcome.enforcement or ALLOWED
@@ -252,7 +346,7 @@ class Recorder:
                 {
                     CELGATE_POLICY_RULE: outcome.policy.rule if outcome.policy else "",
                     CELGATE_OUTCOME: result,
-                    RPC_METHOD: outcome.call.rpc,
+                    RPC_METHOD: f"{outcome.call.service}/{outcome.call.rpc}",
                 },
             )
 
@@ -262,15 +356,28 @@ class Recorder:
             attributes[CELGATE_MODEL] = outcome.routed
             attributes[CELGATE_LOCATION] = self.models[outcome.routed].location
         attributes[CELGATE_DECISION_ID] = outcome.call.decision_id
-        if outcome.call.system == "grpc":
+        attributes[RPC_RESPONSE_STATUS_CODE] = outcome.status
+        if self.experimental_rpc and outcome.call.system == "grpc":
             attributes[RPC_GRPC_STATUS_CODE] = outcome.code
         if outcome.model is not None:
             answered_by = self.models[outcome.model]
             attributes[CELGATE_MODEL] = answered_by.alias
             attributes[CELGATE_LOCATION] = answered_by.location
-            attributes[GEN_AI_USAGE_COST] = outcome.cost_usd
+            # The request's total, under a name of its own: gen_ai.usage.cost stays on the
+            # CLIENT spans, so summing it over spans never counts a request twice.
+            attributes[CELGATE_COST_TOTAL] = outcome.cost_usd
+            attributes[CELGATE_COST_CURRENCY] = COST_CURRENCY
         if outcome.attempts:
             attributes[CELGATE_FALLBACK_ATTEMPT] = outcome.calls
+        shadow = outcome.shadow
+        if shadow is not None:
+            attributes[CELGATE_SHADOW_MODEL] = shadow.label
+            attributes[CELGATE_SHADOW_AGREEMENT] = shadow.agreement(outcome.route)
+            attributes[CELGATE_SHADOW_ESTIMATED_COST] = shadow.estimated_cost_usd
+            if shadow.rule is not None:
+                attributes[CELGATE_SHADOW_RULE] = shadow.rule
+            if shadow.revision is not None:
+                attributes[CELGATE_SHADOW_REVISION] = shadow.revision
         if outcome.error is not None:
             attributes[ERROR_TYPE] = outcome.error
             if outcome.fault:

@@ -62,6 +62,8 @@ class Normalizer:
                 value = self.id("decision", value)
             elif key == "server.port":
                 value = self.ports.get(value, value)
+            elif key == "gen_ai.response.time_to_first_chunk":
+                value = "<s>"
             elif isinstance(value, tuple):
                 value = list(value)
             out[key] = value
@@ -72,6 +74,8 @@ class Normalizer:
         line["decision_id"] = self.id("decision", line["decision_id"])
         line["trace_id"] = self.id("trace", line["trace_id"])
         line["time"] = "<time>"
+        if line.get("policy_inputs"):
+            line["policy_inputs"] = {**line["policy_inputs"], "now": "<time>"}
         line["latency_ms"] = "<ms>" if line["latency_ms"] > 0 else line["latency_ms"]
         line["attempts"] = [
             {**a, "duration_ms": "<ms>" if a["duration_ms"] > 0 else a["duration_ms"]}
@@ -104,6 +108,15 @@ def spans(obs: Observed, norm: Normalizer) -> list[dict[str, Any]]:
     return out
 
 
+DURATIONS = frozenset(
+    {
+        "gen_ai.client.operation.duration",
+        "gen_ai.client.operation.time_to_first_chunk",
+        "rpc.server.call.duration",
+    }
+)
+
+
 def metric_points(obs: Observed, norm: Normalizer) -> list[dict[str, Any]]:
     out = []
     for name, metric in sorted(obs.metrics().items()):
@@ -115,7 +128,7 @@ def metric_points(obs: Observed, norm: Normalizer) -> list[dict[str, Any]]:
             }
             if hasattr(point, "bucket_counts"):
                 entry["count"] = point.count
-                if name != "gen_ai.client.operation.duration":  # durations vary
+                if name not in DURATIONS:  # durations vary
                     entry["sum"] = point.sum
                     entry["buckets"] = list(point.bucket_counts)
                     entry["bounds"] = list(point.explicit_bounds)

@@ -17,7 +17,7 @@ import pytest
 
 from gateway.budget import Ledger, open_ledger
 from gateway.budget.report import run_costs
-from gateway.config import Config, parse_config
+from gateway.config import Config, LabelsConfig, parse_config
 from gateway.errors import BudgetExhausted
 from tests.support.redis_server import RedisServer, running_redis
 
@@ -460,3 +460,48 @@ async def test_costs_report(
     assert "--since" in err.getvalue() and "2025-01-31" in err.getvalue()
     assert await asyncio.to_thread(run_costs, config, None, "colour", out, err) == 2
     assert "--by must be one of tenant, model, task_type" in err.getvalue()
+
+
+async def test_costs_report_by_a_promoted_label(
+    ledger_factory: OpenLedger, backend: tuple[str, Path, str | None]
+) -> None:
+    clock = FakeClock(datetime(2025, 3, 1, tzinfo=UTC))
+    async with ledger_factory([], clock=clock) as ledger:
+        for minute, labels, cost in [
+            (1, {"project": "atlas", "team": "core"}, 0.30),
+            (2, {"project": "borealis"}, 0.20),
+            (3, {"project": "atlas"}, 0.10),
+            (4, {"team": "core"}, 0.05),  # no project label
+            (5, {"project": "cygnus"}, 0.04),  # beyond the cap of two values
+            (6, {"project": "jane.roe@acme-corp.io"}, 0.02),  # content never becomes a row
+        ]:
+            clock.now = datetime(2025, 3, 1, 12, minute, tzinfo=UTC)
+            await ledger.settle(await ledger.reserve("acme", labels, cost), cost, "m", "chat")
+
+    kind, path, url = backend
+    config = make_config([], backend=kind, path=path, url=url)
+    config = config.model_copy(
+        update={
+            "telemetry": config.telemetry.model_copy(
+                update={"labels": LabelsConfig(promote=["project"], max_values=2)}
+            )
+        }
+    )
+    out, err = io.StringIO(), io.StringIO()
+    status = await asyncio.to_thread(run_costs, config, None, "label:project", out, err)
+    assert status == 0, err.getvalue()
+    rows = [line.split() for line in out.getvalue().splitlines()]
+    assert rows[0] == ["LABEL:PROJECT", "REQUESTS", "COST_USD"]
+    assert rows[1:5] == [
+        ["atlas", "2", "0.400000"],
+        ["borealis", "1", "0.200000"],
+        ["other", "2", "0.060000"],
+        ["(none)", "1", "0.050000"],
+    ]
+    assert rows[-1] == ["TOTAL", "6", "0.710000"]
+    assert "jane.roe" not in out.getvalue()
+
+    # A label the operator did not promote is refused, saying where to promote it.
+    err = io.StringIO()
+    assert await asyncio.to_thread(run_costs, config, None, "label:team", out, err) == 2
+    assert "'team' is not promoted (telemetry.labels.promote lists: project)" in err.getvalue()

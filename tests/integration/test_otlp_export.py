@@ -151,6 +151,7 @@ def gateway_data(ollama: FakeOllama, cloud: FakeOpenAI, log: Path) -> dict[str, 
         "local",
         auth={"mode": "api_key", "api_keys": api_keys},
         audit={"decision_log": str(log)},
+        telemetry={"labels": {"promote": ["project"]}},
     )
 
 
@@ -196,6 +197,8 @@ def test_spans_and_cost_metrics_reach_an_otlp_collector(
                     pb.ChatRequest(
                         messages=[pb.Message(role=pb.ROLE_USER, content="hi")],
                         preferred_model=model,
+                        max_tokens=50,
+                        labels={"project": f"p-{tenant}", "team": "core"},
                     ),
                     metadata=metadata,
                     timeout=10,
@@ -218,6 +221,18 @@ def test_spans_and_cost_metrics_reach_an_otlp_collector(
 
         eventually(cost_totals, "celgate.cost summed per tenant")
 
+        def server_calls() -> list[Any] | None:
+            points = collector.latest_points(t.METRIC_SERVER_CALL_DURATION)
+            total = sum(point.count for point in points)
+            return points if total == len(plan) else None
+
+        for point in eventually(server_calls, "rpc.server.call.duration for every call"):
+            assert attributes(point.attributes) == {
+                t.RPC_SYSTEM_NAME: "grpc",
+                t.RPC_METHOD: "gateway.v1.GatewayService/Chat",
+                t.RPC_RESPONSE_STATUS_CODE: "OK",
+            }
+
         def client_spans() -> list[tuple[dict[str, Any], trace_pb2.Span]] | None:
             found = [
                 (r, s) for r, s in collector.spans() if s.kind == trace_pb2.Span.SPAN_KIND_CLIENT
@@ -234,6 +249,12 @@ def test_spans_and_cost_metrics_reach_an_otlp_collector(
     assert len(cloud_spans) == 3
     for resource, span in cloud_spans:
         assert span[t.GEN_AI_USAGE_COST] > 0
+        assert span[t.CELGATE_COST_CURRENCY] == "USD"
+        assert span[t.GEN_AI_RESPONSE_ID].startswith("chatcmpl-")
+        assert span[t.GEN_AI_REQUEST_MAX_TOKENS] == 50
+        assert span[t.GEN_AI_OUTPUT_TYPE] == "text"
+        assert span["celgate.label.project"] == f"p-{span[t.CELGATE_TENANT]}"
+        assert "celgate.label.team" not in span
         assert span[t.CELGATE_MODEL] == "cloud" and span[t.CELGATE_LOCATION] == "cloud"
         assert resource["service.name"] == "celgate-e2e"
         assert resource["deployment.environment"] == "test"
@@ -244,7 +265,17 @@ def test_spans_and_cost_metrics_reach_an_otlp_collector(
     (server,) = [s for s in traced if s.kind == trace_pb2.Span.SPAN_KIND_SERVER]
     assert server.parent_span_id.hex() == CALLER_SPAN
     assert server.name == "gateway.v1.GatewayService/Chat"
-    assert attributes(server.attributes)[t.CELGATE_TENANT] == "alpha"
+    server_attributes = attributes(server.attributes)
+    assert server_attributes[t.CELGATE_TENANT] == "alpha"
+    assert server_attributes[t.RPC_SYSTEM_NAME] == "grpc"
+    assert server_attributes[t.RPC_METHOD] == "gateway.v1.GatewayService/Chat"
+    assert server_attributes[t.RPC_RESPONSE_STATUS_CODE] == "OK"
+    assert server_attributes["celgate.label.project"] == "p-alpha"
+    # Cost summed over every exported span counts each request once (CLIENT spans only).
+    every_cost = [
+        attributes(s.attributes).get(t.GEN_AI_USAGE_COST, 0.0) for _, s in collector.spans()
+    ]
+    assert sum(every_cost) == pytest.approx(sum(spent.values()))
     assert any(s.kind == trace_pb2.Span.SPAN_KIND_CLIENT for s in traced)
 
     # OTEL_EXPORTER_OTLP_HEADERS reached the collector.

@@ -214,7 +214,11 @@ async def test_local_route_span_tree_and_attributes(obs: Observed, ollama: FakeO
     assert c[t.GEN_AI_RESPONSE_FINISH_REASONS] == ("stop",)
     assert c[t.SERVER_ADDRESS] == "127.0.0.1"
     assert c[t.SERVER_PORT] == ollama.port
-    assert c[t.GEN_AI_USAGE_COST] == 0.0
+    assert c[t.GEN_AI_USAGE_COST] == 0.0 and c[t.CELGATE_COST_CURRENCY] == "USD"
+    assert c[t.GEN_AI_OUTPUT_TYPE] == "text"
+    assert c[t.CELGATE_REQUEST_STOP_SEQUENCES] == 0
+    assert t.GEN_AI_RESPONSE_ID not in c  # Ollama sends no completion id
+    assert t.GEN_AI_RESPONSE_TIME_TO_FIRST_CHUNK not in c  # not a stream
     assert c[t.CELGATE_LOCATION] == "on_prem"
     assert c[t.CELGATE_MODEL] == "local"
     assert c[t.CELGATE_FALLBACK_ATTEMPT] == 1
@@ -223,7 +227,10 @@ async def test_local_route_span_tree_and_attributes(obs: Observed, ollama: FakeO
     decision_attributes_match(client, reply.route)
 
     s = attrs(server)
-    assert s[t.RPC_SYSTEM] == "grpc" and s[t.RPC_METHOD] == "Chat"
+    # The stable RPC attributes, and the experimental ones they replace beside them.
+    assert s[t.RPC_SYSTEM_NAME] == "grpc" and s[t.RPC_METHOD] == SERVER_CHAT
+    assert s[t.RPC_RESPONSE_STATUS_CODE] == "OK"
+    assert s[t.RPC_SYSTEM] == "grpc" and s[t.RPC_SERVICE] == "gateway.v1.GatewayService"
     assert s[t.RPC_GRPC_STATUS_CODE] == 0
     assert s[t.CELGATE_DECISION_ID] == reply.route.decision_id
     assert s[t.CELGATE_MODEL] == "local" and s[t.CELGATE_LOCATION] == "on_prem"
@@ -259,7 +266,16 @@ async def test_cloud_route_carries_the_cost(obs: Observed, cloud: FakeOpenAI) ->
     assert c[t.SERVER_PORT] == cloud.port
     assert c[t.CELGATE_LOCATION] == "cloud"
     assert c[t.GEN_AI_USAGE_COST] == pytest.approx(expected)
-    assert attrs(server)[t.GEN_AI_USAGE_COST] == pytest.approx(expected)
+    assert c[t.CELGATE_COST_CURRENCY] == "USD"
+    assert c[t.GEN_AI_RESPONSE_ID].startswith("chatcmpl-")
+    # The request's total is on the SERVER span under its own name: summing gen_ai.usage.cost
+    # over every span of the trace counts the call once.
+    s = attrs(server)
+    assert t.GEN_AI_USAGE_COST not in s
+    assert s[t.CELGATE_COST_TOTAL] == pytest.approx(expected)
+    assert s[t.CELGATE_COST_CURRENCY] == "USD"
+    spans = obs.finished()
+    assert sum(attrs(x).get(t.GEN_AI_USAGE_COST, 0.0) for x in spans) == pytest.approx(expected)
     assert obs.decisions()[0]["cost_usd"] == pytest.approx(expected)
 
     (cost,) = obs.points(t.METRIC_COST)
@@ -497,7 +513,7 @@ async def test_metrics_names_buckets_and_sums(
     assert decisions.attributes == {
         t.CELGATE_POLICY_RULE: "preferred/1",
         t.CELGATE_OUTCOME: "allowed",
-        t.RPC_METHOD: "Chat",
+        t.RPC_METHOD: SERVER_CHAT,
     }
 
 

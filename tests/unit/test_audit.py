@@ -34,6 +34,12 @@ FIELDS = {
     "latency_ms",
     "status",
     "reason",
+    "labels",
+    "policy_inputs",
+    "route",
+    "usage",
+    "shadow",
+    "version",
 }
 # Only on a redacted request's line: the others keep their shape.
 REDACTION_FIELDS = {"redacted", "unrestored"}

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
+import json
+import os
 import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import helm_python
+import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
@@ -28,6 +33,8 @@ RELEASE = "gw"
 NAMESPACE = "llm"
 MIRROR = "registry.airgap.internal:5000"
 DIGEST = "sha256:" + "ab" * 32
+OLLAMA_DIGEST = "sha256:" + "cd" * 32
+MODELS_DIGEST = "sha256:" + "ef" * 32
 
 # Values that look like credentials; none may appear in any rendered manifest.
 SENTINEL_KEY = "sk-proj-SENTINEL0123456789abcdefSENTINEL"
@@ -39,6 +46,8 @@ def _airgapped_values() -> dict[str, Any]:
     values["global"]["imageRegistry"] = MIRROR
     values["global"]["imagePullSecrets"] = ["mirror-pull"]
     values["image"]["digest"] = DIGEST
+    values["ollama"]["image"]["digest"] = OLLAMA_DIGEST
+    values["ollama"]["modelsImage"]["digest"] = MODELS_DIGEST
     values["telemetry"] = {"otlp": {"endpoint": "http://otel-collector.observability.svc:4317"}}
     values["networkPolicy"]["egress"]["otelCollector"] = {
         "namespaceSelector": {"kubernetes.io/metadata.name": "observability"},
@@ -108,6 +117,21 @@ PROFILES: dict[str, dict[str, Any]] = {
             }
         },
         "networkPolicy": {"egress": {"ollama": {"enabled": True, "podSelector": {"app": "vllm"}}}},
+    },
+    "observability": {
+        "config": {"telemetry": {"labels": {"promote": ["project", "team"], "max_values": 20}}},
+        "telemetry": {
+            "prometheus": {"serviceMonitor": {"enabled": True, "labels": {"release": "kps"}}},
+            "dashboard": {"enabled": True, "annotations": {"grafana_folder": "LLM"}},
+        },
+        "networkPolicy": {
+            "ingress": {
+                "metrics": {
+                    "namespaceSelector": {"kubernetes.io/metadata.name": "monitoring"},
+                    "podSelector": {"app.kubernetes.io/name": "prometheus"},
+                }
+            }
+        },
     },
 }
 
@@ -199,12 +223,80 @@ def test_lints_strictly(profile: str) -> None:
     assert [m for m in result["messages"] if m["severity"] > 1] == []
 
 
+# The fields of prometheus-operator's ServiceMonitor (monitoring.coreos.com/v1) the chart
+# uses, with the types and duration pattern of its CRD; kubernetes-validate knows no CRDs.
+_DURATION = (
+    "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"
+)
+SERVICE_MONITOR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "ServiceMonitor"},
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["selector", "endpoints"],
+            "properties": {
+                "namespaceSelector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "any": {"type": "boolean"},
+                        "matchNames": {"type": "array", "items": {"type": "string"}},
+                    },
+                },
+                "selector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "matchLabels": {
+                            "type": "object",
+                            "additionalProperties": {"type": "string"},
+                        },
+                        "matchExpressions": {"type": "array"},
+                    },
+                },
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "port": {"type": "string"},
+                            "path": {"type": "string"},
+                            "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
+                            "interval": {"type": "string", "pattern": _DURATION},
+                            "scrapeTimeout": {"type": "string", "pattern": _DURATION},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def validate_manifest(doc: dict[str, Any], kube_version: str = KUBE_VERSION) -> None:
+    if doc["apiVersion"].startswith("monitoring.coreos.com/"):
+        jsonschema.validate(doc, SERVICE_MONITOR_SCHEMA)
+        kubernetes_validate.validate(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": doc["metadata"]},
+            kube_version,
+            strict=True,
+        )
+    else:
+        kubernetes_validate.validate(doc, kube_version, strict=True)
+
+
 @pytest.mark.parametrize("profile", PROFILES)
 def test_every_manifest_validates_against_kubernetes(profile: str) -> None:
     docs = profile_docs(profile)
     assert {"Deployment", "Service", "ConfigMap", "NetworkPolicy"} <= {d["kind"] for d in docs}
     for doc in docs:
-        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        validate_manifest(doc)
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -282,15 +374,13 @@ def test_drain_fits_in_the_termination_grace_period() -> None:
 
 def test_service_speaks_grpc() -> None:
     service = one(profile_docs("default"), "Service", f"{RELEASE}-celgate")
-    assert service["spec"]["ports"] == [
-        {
-            "name": "grpc",
-            "port": 50051,
-            "targetPort": "grpc",
-            "protocol": "TCP",
-            "appProtocol": "grpc",
-        }
-    ]
+    assert service["spec"]["ports"][0] == {
+        "name": "grpc",
+        "port": 50051,
+        "targetPort": "grpc",
+        "protocol": "TCP",
+        "appProtocol": "grpc",
+    }
 
 
 def test_helm_test_hook_checks_health_through_the_service() -> None:
@@ -333,11 +423,41 @@ def test_airgapped_egress_is_default_deny_with_nothing_outside_the_cluster() -> 
 
 def test_airgapped_images_come_from_the_mirror_with_pull_secrets() -> None:
     docs = profile_docs("airgapped")
+    images = set()
     for name, spec in pod_specs(docs):
         assert spec["imagePullSecrets"] == [{"name": "mirror-pull"}], name
         for container in spec["containers"] + spec.get("initContainers", []):
             assert container["image"].startswith(MIRROR + "/"), container["image"]
+            images.add(container["image"])
     assert gateway_container(docs)["image"] == f"{MIRROR}/celgate/celgate@{DIGEST}"
+    # Every image the air-gapped release runs is pinned by digest, tags play no part.
+    assert images == {
+        f"{MIRROR}/celgate/celgate@{DIGEST}",
+        f"{MIRROR}/ollama/ollama@{OLLAMA_DIGEST}",
+        f"{MIRROR}/celgate/ollama-models@{MODELS_DIGEST}",
+    }
+
+
+def test_airgapped_profile_requires_every_image_pinned_by_digest() -> None:
+    profile = yaml.safe_load((CHART / "values-airgapped.yaml").read_text(encoding="utf-8"))
+    assert profile["global"]["requireDigests"] is True
+    unpinned = _merge(
+        PROFILES["airgapped"],
+        {"ollama": {"image": {"digest": ""}, "modelsImage": {"digest": ""}}},
+    )
+    message = render_error(unpinned)
+    assert (
+        "global.requireDigests is true but ollama.image.digest, ollama.modelsImage.digest"
+        " is empty" in message
+    )
+    assert "skopeo inspect" in message
+    gateway_unpinned = _merge(PROFILES["airgapped"], {"image": {"digest": ""}})
+    assert "but image.digest is empty" in render_error(gateway_unpinned)
+    # Outside the profile a tag is still accepted, and a digest still wins over it.
+    docs = documents(render({"ollama": {"image": {"digest": OLLAMA_DIGEST}}}))
+    ollama = one(docs, "Deployment", f"{RELEASE}-celgate-ollama")
+    image = ollama["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"docker.io/ollama/ollama@{OLLAMA_DIGEST}"
 
 
 def test_default_profile_allows_only_dns_and_ollama() -> None:
@@ -573,3 +693,267 @@ def test_dockerfile_is_multi_stage_locked_non_root_and_matches_the_chart() -> No
             assert (ROOT / name).exists(), f"Dockerfile copies {name}, which is not in the repo"
     ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
     assert ".venv" in ignored and ".git" in ignored
+
+
+# --- Kubernetes version ----------------------------------------------------------------------
+
+# The newest feature each construct the chart renders needs, as (major, minor) of the first
+# release where it works on a default cluster (GA, or beta and on by default).
+FEATURE_MINIMUMS: dict[str, tuple[int, int]] = {
+    # PodLifecycleSleepAction: alpha (off) in 1.29, beta and on by default in 1.30.
+    "preStop sleep action": (1, 30),
+    # GRPCContainerProbe: beta and on by default in 1.24, GA in 1.27.
+    "native gRPC probes": (1, 24),
+    "autoscaling/v2 HorizontalPodAutoscaler": (1, 23),
+    "policy/v1 PodDisruptionBudget": (1, 21),
+    "appProtocol on Service ports": (1, 20),
+}
+
+
+def _features_used(docs: list[dict[str, Any]]) -> set[str]:
+    used = set()
+    for _, spec in pod_specs(docs):
+        for container in spec["containers"]:
+            if "sleep" in container.get("lifecycle", {}).get("preStop", {}):
+                used.add("preStop sleep action")
+            if any("grpc" in container.get(p, {}) for p in ("livenessProbe", "readinessProbe")):
+                used.add("native gRPC probes")
+    for doc in docs:
+        if doc["apiVersion"] == "autoscaling/v2":
+            used.add("autoscaling/v2 HorizontalPodAutoscaler")
+        if doc["apiVersion"] == "policy/v1":
+            used.add("policy/v1 PodDisruptionBudget")
+        if doc["kind"] == "Service" and any("appProtocol" in p for p in doc["spec"]["ports"]):
+            used.add("appProtocol on Service ports")
+    return used
+
+
+def _kube_minimum() -> tuple[int, int]:
+    constraint = _chart().metadata["kubeVersion"]
+    # ">= X.Y.0-0": the "-0" lets pre-release-tagged distribution builds (v1.30.4-eks-...)
+    # satisfy Helm's semver check.
+    match = re.fullmatch(r">=\s*(\d+)\.(\d+)\.0-0", constraint)
+    assert match, f"kubeVersion {constraint!r} is not of the form '>= X.Y.0-0'"
+    return int(match[1]), int(match[2])
+
+
+def test_kube_version_is_the_real_minimum_of_what_the_chart_renders() -> None:
+    used: set[str] = set()
+    for profile in PROFILES:
+        used |= _features_used(profile_docs(profile))
+    assert used == set(FEATURE_MINIMUMS), "a feature without a known minimum: add it"
+    needed = max(FEATURE_MINIMUMS[f] for f in used)
+    assert _kube_minimum() == needed
+
+
+def test_every_profile_validates_against_the_minimum_kubernetes_version() -> None:
+    major, minor = _kube_minimum()
+    for profile in PROFILES:
+        for doc in profile_docs(profile):
+            validate_manifest(doc, f"{major}.{minor}")
+    # The API before the feature gate existed does not know the preStop sleep action at all.
+    container = gateway(profile_docs("default"))
+    with pytest.raises(kubernetes_validate.ValidationError, match="sleep"):
+        kubernetes_validate.validate(container, f"{major}.{minor - 2}", strict=True)
+
+
+def test_readme_states_the_same_minimum() -> None:
+    major, minor = _kube_minimum()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert f"Kubernetes {major}.{minor} or newer" in readme
+    assert f"{major}.{minor}" in (ROOT / "docs" / "kubernetes.md").read_text(encoding="utf-8")
+
+
+# --- the models init container ---------------------------------------------------------------
+
+
+def _load_models_script() -> str:
+    docs = profile_docs("airgapped")
+    ollama = one(docs, "Deployment", f"{RELEASE}-celgate-ollama")
+    (init,) = ollama["spec"]["template"]["spec"]["initContainers"]
+    assert init["name"] == "load-models"
+    assert init["command"][:2] == ["/bin/sh", "-c"]
+    env = {e["name"]: e["value"] for e in init["env"]}
+    assert env == {"SOURCE": "/models", "TARGET": "/target"}
+    assert {"name": "models", "mountPath": "/target"} in init["volumeMounts"]
+    script: str = init["command"][2]
+    return script
+
+
+def _blob(content: bytes) -> str:
+    return "sha256-" + hashlib.sha256(content).hexdigest()
+
+
+def _run_loader(
+    source: Path, target: Path, path_dir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {"SOURCE": str(source), "TARGET": str(target), "PATH": os.environ["PATH"]}
+    if path_dir is not None:
+        env["PATH"] = f"{path_dir}:{env['PATH']}"
+    return subprocess.run(
+        ["/bin/sh", "-c", _load_models_script()],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_models_copy_heals_after_an_interrupted_copy(tmp_path: Path) -> None:
+    source, target = tmp_path / "image-models", tmp_path / "volume"
+    weights, params = os.urandom(300_000), b'{"temperature": 0.6}'
+    manifest = b'{"layers": []}'
+    (source / "blobs").mkdir(parents=True)
+    (source / "blobs" / _blob(weights)).write_bytes(weights)
+    (source / "blobs" / _blob(params)).write_bytes(params)
+    manifest_dir = source / "manifests" / "registry.ollama.ai" / "library" / "llama3.1"
+    manifest_dir.mkdir(parents=True)
+    (manifest_dir / "8b").write_bytes(manifest)
+    # A copy killed half-way through a blob: a `cp` that writes half and dies.
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "cp").write_text('#!/bin/sh\nhead -c 150000 "$1" > "$2"\nexit 137\n', encoding="utf-8")
+    (fake / "cp").chmod(0o755)
+    interrupted = _run_loader(source, target, fake)
+    assert interrupted.returncode != 0
+    left = _files(target)
+    assert any(name.endswith(".partial") for name in left)
+    # Nothing truncated carries a final name: Ollama only ever sees complete files.
+    for name, content in left.items():
+        if not name.endswith(".partial"):
+            assert content == (source / name).read_bytes(), name
+    # And what an older `cp -n` left behind when its pod died mid-copy: a truncated blob under
+    # its final name, which `cp -n` would never have repaired.
+    (target / "blobs" / _blob(weights)).write_bytes(weights[:1000])
+
+    healed = _run_loader(source, target)
+    assert healed.returncode == 0, healed.stderr
+    assert _files(target) == _files(source)
+
+    # A restart with everything in place copies nothing.
+    before = {p: p.stat().st_mtime_ns for p in (target / "blobs").iterdir()}
+    again = _run_loader(source, target)
+    assert again.returncode == 0 and "copied blob" not in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in (target / "blobs").iterdir()} == before
+
+
+def test_models_copy_refuses_a_blob_whose_content_does_not_match_its_digest(
+    tmp_path: Path,
+) -> None:
+    source, target = tmp_path / "image-models", tmp_path / "volume"
+    (source / "blobs").mkdir(parents=True)
+    (source / "manifests").mkdir()
+    name = _blob(b"the real weights")
+    (source / "blobs" / name).write_bytes(b"corrupted weights")
+    result = _run_loader(source, target)
+    assert result.returncode != 0
+    assert f"blob {name}: copied content has digest sha256:" in result.stderr
+    assert not (target / "blobs" / name).exists()
+
+
+# --- Prometheus, ServiceMonitor, dashboard ---------------------------------------------------
+
+
+def test_metrics_port_is_scrapable_and_off_the_grpc_port() -> None:
+    docs = profile_docs("default")
+    container = gateway_container(docs)
+    assert {"name": "metrics", "containerPort": 9464, "protocol": "TCP"} in container["ports"]
+    annotations = gateway(docs)["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true"
+    assert annotations["prometheus.io/port"] == "9464"
+    assert annotations["prometheus.io/path"] == "/metrics"
+    config = parse_config(celgate_yaml(docs), source="rendered celgate.yaml")
+    assert config.telemetry.prometheus.listen == "0.0.0.0:9464"
+    service = one(docs, "Service", f"{RELEASE}-celgate")
+    assert {"name": "metrics", "port": 9464, "targetPort": "metrics", "protocol": "TCP",
+            "appProtocol": "http"} in service["spec"]["ports"]  # fmt: skip
+    # Prometheus is let in on the metrics port only (by default from the release's namespace).
+    policy = one(docs, "NetworkPolicy", f"{RELEASE}-celgate")
+    metrics_rules = [r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == "metrics"]
+    assert metrics_rules == [
+        {"from": [{"podSelector": {}}], "ports": [{"port": "metrics", "protocol": "TCP"}]}
+    ]
+    assert by_kind(docs, "ServiceMonitor") == []
+    assert not any(d["metadata"]["name"].endswith("-dashboard") for d in by_kind(docs, "ConfigMap"))
+
+
+def test_metrics_can_be_turned_off() -> None:
+    docs = documents(render({"telemetry": {"prometheus": {"enabled": False}}}))
+    assert "metrics" not in {p["name"] for p in gateway_container(docs)["ports"]}
+    assert (
+        "prometheus.io/scrape" not in gateway(docs)["spec"]["template"]["metadata"]["annotations"]
+    )
+    assert "prometheus" not in celgate_yaml(docs).get("telemetry", {})
+    policy = one(docs, "NetworkPolicy", f"{RELEASE}-celgate")
+    assert len(policy["spec"]["ingress"]) == 1
+
+
+def test_service_monitor_scrapes_the_gateway_service_metrics_port() -> None:
+    docs = profile_docs("observability")
+    (monitor,) = by_kind(docs, "ServiceMonitor")
+    jsonschema.validate(monitor, SERVICE_MONITOR_SCHEMA)
+    assert monitor["metadata"]["labels"]["release"] == "kps"
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint == {
+        "port": "metrics", "path": "/metrics", "scheme": "http",
+        "interval": "30s", "scrapeTimeout": "10s",
+    }  # fmt: skip
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    # It selects exactly the gateway's Service, and that Service has the named port.
+    wanted = monitor["spec"]["selector"]["matchLabels"]
+    selected = [
+        s for s in by_kind(docs, "Service")
+        if all(s["metadata"]["labels"].get(k) == v for k, v in wanted.items())
+    ]  # fmt: skip
+    assert [s["metadata"]["name"] for s in selected] == [f"{RELEASE}-celgate"]
+    assert "metrics" in {p["name"] for p in selected[0]["spec"]["ports"]}
+    policy = one(docs, "NetworkPolicy", f"{RELEASE}-celgate")
+    metrics_rule = next(r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == "metrics")
+    assert metrics_rule["from"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        }
+    ]
+    config = parse_config(celgate_yaml(docs), source="rendered celgate.yaml")
+    assert config.telemetry.labels.promote == ["project", "team"]
+
+
+def test_dashboard_config_map_carries_the_shipped_dashboard_for_the_sidecar() -> None:
+    docs = profile_docs("observability")
+    config_map = one(docs, "ConfigMap", f"{RELEASE}-celgate-dashboard")
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["annotations"] == {"grafana_folder": "LLM"}
+    shipped = json.loads((CHART / "dashboards" / "celgate.json").read_text(encoding="utf-8"))
+    assert json.loads(config_map["data"]["celgate.json"]) == shipped
+
+
+METRICS_BAD_VALUES = {
+    "metrics on the grpc port": (
+        {"telemetry": {"prometheus": {"port": 50051}}},
+        "telemetry.prometheus.port 50051 is already the gateway's gRPC or health port",
+    ),
+    "service monitor without metrics": (
+        {"telemetry": {"prometheus": {"enabled": False, "serviceMonitor": {"enabled": True}}}},
+        "telemetry.prometheus.serviceMonitor.enabled needs telemetry.prometheus.enabled=true",
+    ),
+    "bad scrape interval": (
+        {"telemetry": {"prometheus": {"serviceMonitor": {"interval": "soon"}}}},
+        "at '/telemetry/prometheus/serviceMonitor/interval'",
+    ),
+    "bad promoted label key": (
+        {"config": {"telemetry": {"labels": {"promote": ["Project Name"]}}}},
+        "at '/config/telemetry/labels/promote/0'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", METRICS_BAD_VALUES)
+def test_bad_metrics_values_fail_with_a_message_saying_what_to_fix(case: str) -> None:
+    values, expected = METRICS_BAD_VALUES[case]
+    assert expected in render_error(values)

@@ -178,6 +178,18 @@ model's base_url passed through tpl. Returned as YAML.
 {{- $_ := set $server "health_listen" (printf "0.0.0.0:%d" (int .Values.healthPort)) -}}
 {{- end -}}
 {{- $_ := set $cfg "server" $server -}}
+{{- $telemetry := deepCopy ($cfg.telemetry | default dict) -}}
+{{- $_ := unset $telemetry "prometheus" -}}
+{{- if .Values.telemetry.prometheus.enabled -}}
+{{- $_ := set $telemetry "prometheus" (dict "listen" (printf "0.0.0.0:%d" (int .Values.telemetry.prometheus.port))) -}}
+{{- end -}}
+{{- if $telemetry -}}
+{{- $_ := set $cfg "telemetry" $telemetry -}}
+{{- end -}}
+{{- $_ := unset $cfg "http" -}}
+{{- if .Values.http.enabled -}}
+{{- $_ := set $cfg "http" (dict "listen" (printf "0.0.0.0:%d" (int .Values.http.containerPort))) -}}
+{{- end -}}
 {{- $auth := dict "mode" .Values.auth.mode -}}
 {{- if eq .Values.auth.mode "api_key" -}}
 {{- $_ := set $auth "api_keys_file" (printf "%s/%s" (include "celgate.paths.auth" .) .Values.auth.apiKeys.key) -}}
@@ -245,7 +257,7 @@ Checks across values that a schema cannot express. Each failure says what to cha
 {{- fail (printf "global.airgapped is true but the model catalogue has cloud models (location: cloud): %s. An air-gapped gateway may only use on_prem models: remove them from config.models (or configFile), or set global.airgapped=false." $cloud) -}}
 {{- end -}}
 {{- if and $airgapped (not .Values.global.imageRegistry) -}}
-{{- fail "global.airgapped is true but global.imageRegistry is empty: set it to the registry that mirrors the celgate and Ollama images (see docs/kubernetes.md, \"Mirroring the images\")." -}}
+{{- fail "global.airgapped is true but global.imageRegistry is empty: set it to the registry that mirrors the celgate and Ollama images (see docs/kubernetes.md, \"Mirror the images\")." -}}
 {{- end -}}
 {{- if and $airgapped (not .Values.networkPolicy.enabled) -}}
 {{- fail "global.airgapped is true but networkPolicy.enabled is false: the NetworkPolicy is what keeps traffic inside the cluster; set networkPolicy.enabled=true." -}}
@@ -300,6 +312,21 @@ Checks across values that a schema cannot express. Each failure says what to cha
 {{- end -}}
 {{- if and .Values.ollama.modelsImage.enabled (not .Values.ollama.enabled) -}}
 {{- fail "ollama.modelsImage.enabled needs ollama.enabled=true." -}}
+{{- end -}}
+{{- if .Values.global.requireDigests -}}
+{{- $unpinned := list -}}
+{{- if not .Values.image.digest -}}{{- $unpinned = append $unpinned "image.digest" -}}{{- end -}}
+{{- if and .Values.ollama.enabled (not .Values.ollama.image.digest) -}}{{- $unpinned = append $unpinned "ollama.image.digest" -}}{{- end -}}
+{{- if and .Values.ollama.enabled .Values.ollama.modelsImage.enabled (not .Values.ollama.modelsImage.digest) -}}{{- $unpinned = append $unpinned "ollama.modelsImage.digest" -}}{{- end -}}
+{{- if $unpinned -}}
+{{- fail (printf "global.requireDigests is true but %s is empty: pin every mirrored image by its digest (skopeo inspect --format '{{.Digest}}' docker://MIRROR/REPOSITORY:TAG prints it; see docs/kubernetes.md, \"Mirror the images\"), or set global.requireDigests=false." (join ", " $unpinned)) -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.telemetry.prometheus.enabled (or (eq (int .Values.telemetry.prometheus.port) (int .Values.containerPort)) (and .Values.tls.existingSecret (eq (int .Values.telemetry.prometheus.port) (int .Values.healthPort)))) -}}
+{{- fail (printf "telemetry.prometheus.port %d is already the gateway's gRPC or health port: choose another (default 9464)." (int .Values.telemetry.prometheus.port)) -}}
+{{- end -}}
+{{- if and .Values.telemetry.prometheus.serviceMonitor.enabled (not .Values.telemetry.prometheus.enabled) -}}
+{{- fail "telemetry.prometheus.serviceMonitor.enabled needs telemetry.prometheus.enabled=true (the ServiceMonitor scrapes its port)." -}}
 {{- end -}}
 {{- if and $airgapped .Values.ollama.enabled (not .Values.ollama.persistence.existingClaim) (not .Values.ollama.modelsImage.enabled) -}}
 {{- fail "global.airgapped is true and the in-cluster Ollama has no source of models: set ollama.modelsImage (an image in your registry holding the model files) or ollama.persistence.existingClaim (a volume that already holds them)." -}}
