@@ -149,6 +149,7 @@ class FakeServer:
         self._first_byte_delay = 0.0
         self._chunk_delay = 0.0
         self._responder: Callable[[Any], Reply] | None = None
+        self.planning: Any = None  # the body of the chat request being planned
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -361,7 +362,11 @@ class FakeServer:
             )
         return body
 
-    def plan(self, body: Any = None) -> Planned:
+    def plan(self) -> Planned:
+        """The next scripted reply and failure. A responder gets the body of the request being
+        planned (`self.planning`, set by the handler right before: handlers run on one loop
+        and nothing awaits in between)."""
+        body = self.planning
         with self._lock:
             failure = self._failures.popleft() if self._failures else None
             if self._replies:

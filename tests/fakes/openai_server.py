@@ -162,7 +162,8 @@ class FakeOpenAI(FakeServer):
         rejected = self._check(request, body)
         if rejected is not None:
             return rejected
-        plan = self.plan(body)
+        self.planning = body
+        plan = self.plan()
         with self._lock:
             self._serial += 1
             serial = self._serial
