@@ -53,7 +53,7 @@ def load_engine(root: Path) -> tuple[Any, Any, Any, Any]:
     try:
         config = importlib.import_module("gateway.config")
         inspect = importlib.import_module("gateway.inspect")
-        try:  # chat types moved out of providers/base.py; older checkouts still have them there
+        try:  # chat types moved from the provider base module to gateway.chat
             base = importlib.import_module("gateway.chat")
         except ModuleNotFoundError:
             base = importlib.import_module("gateway.providers.base")

@@ -89,13 +89,13 @@ class LabelPromoter:
 def content_screen(inspection: InspectionConfig) -> Screen:
     """A screen that refuses any value in which the pattern-tier detectors (the operator's
     patterns and dictionaries included) find something."""
-    from gateway.inspect import segments
+    from gateway.inspect import normalize
     from gateway.inspect.classification import Classifier
 
     classifier = Classifier(inspection)
 
     def screen(value: str) -> bool:
-        return not classifier.scan(segments.buffer([("label", value)]))
+        return not classifier.scan(normalize.to_bytes(value))
 
     return screen
 

@@ -152,6 +152,9 @@ class HttpApi:
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             where = f" at char {exc.pos}" if isinstance(exc, json.JSONDecodeError) else ""
             raise _Refused(protocol_error(400, f"the body is not valid JSON{where}")) from None
+        except RecursionError:
+            # Nesting no request needs; the parser gives up before the interpreter does.
+            raise _Refused(protocol_error(400, "the body nests JSON too deeply")) from None
 
     async def _guarded(
         self,

@@ -221,19 +221,26 @@ class Classifier:
             self._local.scratches = scratches
         return scratches
 
-    def scan(self, buffer: ScanBuffer) -> tuple[Finding, ...]:
+    def scan(self, buffer: ScanBuffer | bytes) -> tuple[Finding, ...]:
         """Findings in the buffer (its segments mapped back to request parts), sorted by id.
+        Plain bytes (normalized and padded by `normalize.to_bytes`) are scanned as one part
+        named "text".
 
         Raises `InternalError` when the scan or a validator fails: a request whose content
         could not be inspected must not be routed. The message names the detector only.
         """
+        if isinstance(buffer, bytes):
+            buffer = ScanBuffer.of_bytes(buffer)
         hits = self._scan(buffer.data)
         if not hits:
             return ()
         located: dict[str, list[list[Location]]] = {}
-        encoded = [hit for hit in hits if hit[0] == self._encoded]
+        marker = self._encoded
+        encoded = (
+            [hit for hit in hits if hit[0] == marker] if marker in {h[0] for h in hits} else ()
+        )
         if encoded:
-            hits = [hit for hit in hits if hit[0] != self._encoded]
+            hits = [hit for hit in hits if hit[0] != marker]
         if hits:
             self._locate(buffer, self._accept(buffer.data, hits), located)
         if encoded:
@@ -348,12 +355,10 @@ class Classifier:
         accepted: dict[str, list[tuple[int, int]]],
         located: dict[str, list[list[Location]]],
     ) -> None:
+        locate = buffer.locate
         for detector, spans in accepted.items():
             out = located.setdefault(detector, [])
-            for start, end in spans:
-                locations = buffer.locate(start, end)
-                if locations:
-                    out.append(locations)
+            out.extend(found for found in (locate(s, e) for s, e in spans) if found)
 
     def _assemble(self, located: dict[str, list[list[Location]]]) -> tuple[Finding, ...]:
         findings = []
@@ -362,12 +367,18 @@ class Classifier:
             occurrences = located[detector]
             if not occurrences:
                 continue
-            locations = sorted({loc for occurrence in occurrences for loc in occurrence},
-                               key=lambda loc: (loc.part, loc.start, loc.end))  # fmt: skip
-            findings.append(
-                Finding(detector, levels[detector], _count_disjoint(occurrences), tuple(locations))
-            )
+            if len(occurrences) == 1:
+                findings.append(Finding(detector, levels[detector], 1, tuple(occurrences[0])))
+                continue
+            unique = {loc for occurrence in occurrences for loc in occurrence}
+            locations = tuple(sorted(unique, key=_location_key))
+            count = _count_disjoint(occurrences)
+            findings.append(Finding(detector, levels[detector], count, locations))
         return tuple(findings)
+
+
+def _location_key(location: Location) -> tuple[str, int, int]:
+    return location.part, location.start, location.end
 
 
 def _trim(data: bytes, start: int, end: int, inner: frozenset[int]) -> tuple[int, int]:

@@ -9,7 +9,7 @@ from gateway.config import InspectionConfig
 from gateway.inspect import analysis, normalize, segments
 from gateway.inspect.classification import Classifier
 from gateway.inspect.findings import Finding
-from gateway.inspect.parts import request_parts
+from gateway.inspect.parts import parts_list
 from gateway.levels import Level
 
 
@@ -58,7 +58,7 @@ class Inspector:
     ) -> Inspection:
         """Raises `gateway.errors.InternalError` when a detector fails (fail closed)."""
         # Every string the adapters may send, read structurally from the request.
-        scan = segments.buffer(list(request_parts(params)))
+        scan = segments.buffer(parts_list(params))
         findings = self._classifier.scan(scan)
         text = normalize.request_text(params)
 

@@ -36,9 +36,14 @@ def _dataclass_fields(cls: Any) -> tuple[str, ...] | None:
 
 def request_parts(params: ChatParams) -> Iterator[tuple[str, str]]:
     """(path, text) for every non-empty string in the request, in field order."""
+    return iter(parts_list(params))
+
+
+def parts_list(params: ChatParams) -> list[tuple[str, str]]:
+    """As `request_parts`, as a list (what the inspector builds its scan buffer from)."""
     out: list[tuple[str, str]] = []
     _walk(params, "", out)
-    return iter(out)
+    return out
 
 
 def _walk(value: Any, path: str, out: list[tuple[str, str]]) -> None:

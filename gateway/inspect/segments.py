@@ -80,6 +80,8 @@ class Segment:
     remaps: tuple[n.Remap | n.LazyRemap | n.LazySubRemap, ...] = ()
     whole: tuple[int, int] | None = None
     derived: bool = False
+    # The scanned text is the source and ASCII: buffer offsets map back by subtraction.
+    plain: bool = False
 
     def source_span(self, data: bytes, start: int, end: int) -> tuple[int, int]:
         """Buffer byte offsets (within this segment) -> `source` str offsets."""
@@ -118,9 +120,20 @@ class ScanBuffer:
             self._length += 1
         segment.start = self._length
         segment.end = self._length + encoded_len
+        segment.plain = text is segment.source and encoded_len == len(text)
         self._length = segment.end
         self.segments.append(segment)
         self._pieces.append(segment.text)
+
+    @classmethod
+    def of_bytes(cls, data: bytes) -> ScanBuffer:
+        """A buffer over already normalized, padded bytes: one part named "text"."""
+        text = data[1:-1].decode("utf-8", "replace")
+        scan = cls()
+        scan.add(Segment("text", text, text, 0, 0))
+        scan.data = data
+        scan._starts = [1]
+        return scan
 
     def seal(self) -> bytes:
         self.data = n.to_bytes("".join(self._pieces))
@@ -139,8 +152,11 @@ class ScanBuffer:
                 break
             lo, hi = max(start, segment.start), min(end, segment.end)
             if lo < hi:
-                first, last = segment.source_span(self.data, lo, hi)
-                out.append(Location(segment.path, first, last))
+                if segment.plain:
+                    out.append(Location(segment.path, lo - segment.start, hi - segment.start))
+                else:
+                    first, last = segment.source_span(self.data, lo, hi)
+                    out.append(Location(segment.path, first, last))
             index += 1
         return out
 
@@ -174,6 +190,8 @@ def _decoded(path: str, text: str, pattern: re.Pattern[str], replace: Replace) -
 def derived(path: str, text: str) -> list[Segment]:
     """Decoded views of a part; none for plain text (one `in` test per trigger)."""
     out: list[Segment] = []
+    if len(text) < 4:
+        return out  # too short to hold an escape and a value
     if "\\" in text:
         current, chain = text, list[n.Remap | n.LazyRemap | n.LazySubRemap]()
         for _ in range(_ESCAPE_LEVELS):
@@ -203,22 +221,27 @@ def derived(path: str, text: str) -> list[Segment]:
     return out
 
 
+def _has_encoding(text: str) -> bool:
+    return len(text) >= 4 and ("\\" in text or "%" in text or "&" in text or "\u202e" in text)
+
+
 def buffer(parts: list[tuple[str, str]]) -> ScanBuffer:
     """Message contents first, in order, so a value split across messages at a separator is
     read as typed; then every other part in request order; then the decoded views."""
     scan = ScanBuffer()
     extra: list[Segment] = []
-    rest: list[tuple[str, str]] = []
-    for path, text in parts:
-        if path.endswith(".content"):
-            scan.add(direct(path, text))
-            extra.extend(derived(path, text))
+    contents = [part for part in parts if part[0].endswith(".content")]
+    ordered = contents + [part for part in parts if not part[0].endswith(".content")]
+    add = scan.add
+    for path, text in ordered:
+        # Most parts are plain ASCII with nothing to decode: one Segment, no other work.
+        if text.isascii():
+            add(Segment(path, text, text, 0, 0))
         else:
-            rest.append((path, text))
-    for path, text in rest:
-        scan.add(direct(path, text))
-        extra.extend(derived(path, text))
+            add(direct(path, text))
+        if _has_encoding(text):
+            extra.extend(derived(path, text))
     for segment in extra:
-        scan.add(segment)
+        add(segment)
     scan.seal()
     return scan

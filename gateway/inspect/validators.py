@@ -282,10 +282,9 @@ _ATTRIBUTION = (
     b"contributed by", b"created by", b"cloned by", b"tweaks by", b"added by", b"signed-off-by",
     b"co-authored-by", b"reviewed-by", b"acked-by", b"tested-by", b"reported-by", b"credits",
     b"thanks to", b"report bugs to", b"__email__", b"author_email", b"maintainer_email",
-    b"contact",
 )  # fmt: skip
 # "by Jane Roe (jane@...)" or "by Jane Roe <jane@...>".
-_MAILING_LIST = re.compile(rb"(?i)@(?:googlegroups\.com|lists\.|[\w.\-]+\.lists\.)")
+# One alternation over the lower-cased window: ~5x faster than testing each word.
 _ATTRIBUTION_WORD = re.compile(b"|".join(re.escape(word) for word in _ATTRIBUTION))
 _NAME_WORD = rb"[A-Z][^\s<>()@,:;]*"
 _BY_NAME = re.compile(
@@ -300,7 +299,7 @@ _NAME = (
 )
 _HEADER_LINE = re.compile(
     # On a comment line: an address, "Email: address" or "Jane Roe <address>".
-    rb"[ \t]*(?:#+|//|/\*+|;+|--|\.\.)[ \t]*(?:(?i:e-?mail|mailto)[ \t]*:[ \t]*)?"
+    rb"[ \t]*(?:#+|//|/\*+|;+|--|\.\.)[ \t]*(?:(?i:e-?mail|mailto|contact)[ \t]*:[ \t]*)?"
     rb"(?:" + _NAME + rb")?[<(]{0,2}\Z"
     # A list item naming someone: "* Jane Roe <address>" (a bare address in a list is data).
     rb"|[ \t]*[-+*][ \t]*" + _NAME + rb"[<(]{1,2}\Z"
@@ -316,14 +315,17 @@ def email_kind(data: bytes, start: int, end: int) -> str | None:
     """`pii.email`, or `pii.email_attribution` for an author's address in a header."""
     if not email(data, start, end):
         return None
-    line_start = max(data.rfind(b"\n", max(0, start - 120), start) + 1, start - 120)
+    # The credit sits just before the address on its line ("Author: Jo <jo@...>").
+    newline = data.rfind(b"\n", max(0, start - 80), start)
+    line_start = newline + 1 if newline >= 0 else max(0, start - 80)
     if _ATTRIBUTION_WORD.search(data[line_start:start].lower()) is not None:
         return EMAIL_ATTRIBUTION
-    if _MAILING_LIST.search(data, start, end) is not None:
+    domain = data[data.find(b"@", start, end) : end].lower()
+    if b"googlegroups." in domain or b"lists." in domain:
         return EMAIL_ATTRIBUTION  # a project's public mailing list, not a person
     if data.find(b"by", line_start, start) >= 0 and _BY_NAME.search(data, line_start, start):
         return EMAIL_ATTRIBUTION
-    header = _HEADER_LINE.match(data, line_start, start) is not None
+    header = newline >= 0 and _HEADER_LINE.match(data, line_start, start) is not None
     if header and _HEADER_TAIL.match(data, end - 1) is not None:
         return EMAIL_ATTRIBUTION
     return EMAIL
@@ -393,11 +395,12 @@ def _v4_kind(number: int) -> str | None:
 
 
 _VERSION_WORD = re.compile(
-    rb"(?i)(?:version|release|firmware|build|ver|rev|revision|sdk|patch|update|python|node"
+    rb"(?i)\b(?:version|release|firmware|build|ver|rev|revision|sdk|patch|update|python|node"
     rb"|java|ruby|perl|php|golang|kernel)\W{0,3}\Z"
 )
 # Version pins and package names: `==3.5.0.1`, `~=`, `^`, `pkg-3.5.0.1`, `pkg_3.5.0.1`.
 _VERSION_LEAD = frozenset(b"=~^-_")
+_VERSION_TAIL_START = frozenset(b"-+")
 _VERSION_TAIL = re.compile(
     rb"(?i)[-+](?:rc|alpha|beta|dev|pre|post|snapshot|final|build|b[0-9]|a[0-9])"
 )
@@ -420,7 +423,7 @@ def ipv4_kind(data: bytes, start: int, end: int) -> str | None:
     kind = _v4_kind((int(a) << 24) | (int(b) << 16) | (int(c) << 8) | int(d))
     if kind is IGNORED or _after_version_word(data, start):
         return None
-    if _VERSION_TAIL.match(data, end - 1) is not None:
+    if data[end - 1] in _VERSION_TAIL_START and _VERSION_TAIL.match(data, end - 1) is not None:
         return None
     return kind
 

@@ -285,7 +285,7 @@ def read_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 if not text.strip():
                     continue
                 try:
-                    data = json.loads(text)
+                    data = json.loads(text.rstrip("\r\n"))
                 except json.JSONDecodeError as exc:
                     raise ReplayError(
                         f"{path}:{number}: not a JSON decision-log line ({exc.msg} at column "

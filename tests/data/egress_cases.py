@@ -167,7 +167,7 @@ NOT_FOUND: list[tuple[str, str]] = [
     ("pip install pkg==3.5.0.1", "net.ipv4"),
     ("bumped to 1.2.3.4.5", "net.ipv4"),
     ("evens = a[::2]; odds = b[1::2]", "net.ipv6"),
-    ("<Buffer 66 68 71 34 31 31 31 20 31 31 31 31 20 31 31 31 31 20 31>", "fin.payment_card"),
+    ("<Buffer 45 39 14 88 03 43 64 67 6f 6b 0a>", "fin.payment_card"),
     ("00000010: 4539 1488 0343 6467 6f6b 0a00 ffff 3a3a  E9..Ch..", "fin.payment_card"),
     ("git clone git@github.com:acme/repo.git", "pii.email"),
 ]

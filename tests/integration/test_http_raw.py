@@ -139,6 +139,18 @@ async def test_bad_header_inputs(base: str) -> None:
     assert status == 400 and payload["error"]["param"] == "x-celgate-task-type"
 
 
+async def test_deeply_nested_json_is_a_400(base: str) -> None:
+    deep = "[" * 1500 + "]" * 1500
+    status, _, payload = await post(f"{base}/v1/chat/completions", deep)
+    assert status == 400 and "too deeply" in payload["error"]["message"]
+    schema = "{" + '"a":{' * 150 + "}" * 150 + "}"
+    tools = f'[{{"type": "function", "function": {{"name": "f", "parameters": {schema}}}}}]'
+    body = chat()[:-1] + f', "tools": {tools}}}'
+    status, _, payload = await post(f"{base}/v1/chat/completions", body)
+    assert status == 400, payload
+    assert payload["error"]["param"] == "tools[0].parameters_json"
+
+
 async def test_oversized_body_is_413(base: str) -> None:
     status, _, payload = await post(f"{base}/v1/chat/completions", "x" * 5000)
     assert status == 413

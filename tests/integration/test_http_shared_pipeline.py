@@ -85,7 +85,11 @@ def records(log: Path) -> dict[str, dict[str, Any]]:
 
 
 def stable(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if k not in VOLATILE}
+    kept = {k: v for k, v in record.items() if k not in VOLATILE}
+    if isinstance(kept.get("policy_inputs"), dict):
+        # The policy's `now` is the request's own time.
+        kept["policy_inputs"] = {k: v for k, v in kept["policy_inputs"].items() if k != "now"}
+    return kept
 
 
 async def grpc_refusal(
