@@ -57,7 +57,7 @@ class DecisionRecord:
     # Every candidate the dispatcher reached: `error` is the failure kind (`timeout`,
     # `server`...) or skip reason (`budget`, `circuit_open`...), None when it answered.
     attempts: tuple[Attempt, ...] = ()
-    enforcement: str | None = None  # allowed, rerouted or denied
+    enforcement: str | None = None  # allowed, rerouted, redacted or denied
     cost_usd: float = 0.0
     # True when the cost is (partly) an estimate: a stream that ended early, cancelled or
     # broken, with no usage reported, is charged for what it relayed.
@@ -65,6 +65,9 @@ class DecisionRecord:
     latency_ms: float = 0.0
     status: str = "OK"  # the gRPC status code name
     reason: str | None = None  # the ErrorInfo reason when the request failed
+    # Detector id -> values replaced by placeholders in what the model got (only when redacted).
+    redacted: tuple[tuple[str, int], ...] = ()
+    unrestored: int = 0  # placeholder-shaped tokens in the answer that stood for nothing
     # The promoted request labels, as the metrics carry them (telemetry.labels).
     labels: Mapping[str, str] = field(default_factory=dict)
     # Format 2 (docs/policies.md, "Replay"): what the policy saw, the live route's first model
@@ -103,6 +106,8 @@ class DecisionRecord:
             latency_ms=round(outcome.duration_s * 1000, 3),
             status=outcome.status,
             reason=outcome.error,
+            redacted=outcome.redacted,
+            unrestored=outcome.unrestored,
             labels=outcome.labels,
             policy_inputs=outcome.policy_inputs,
             route=outcome.route,
@@ -113,7 +118,7 @@ class DecisionRecord:
     def to_json(self) -> str:
         # Spelled out rather than dataclasses.asdict, which deep-copies every value and cost
         # more than the rest of the line's work together (bench/bench_telemetry.py).
-        line = {
+        line: dict[str, object] = {
             "version": self.version,
             "decision_id": self.decision_id,
             "time": self.time,
@@ -153,6 +158,10 @@ class DecisionRecord:
             "usage": self.usage,
             "shadow": self.shadow,
         }
+        # Only on redacted requests, so other lines keep their shape.
+        if self.redacted:
+            line["redacted"] = dict(self.redacted)
+            line["unrestored"] = self.unrestored
         return _ENCODER.encode(line)
 
 

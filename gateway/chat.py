@@ -125,3 +125,5 @@ class Route:
     decision_id: str
     attempts: int  # upstream calls made; 0 for the dry run
     rerouted: bool
+    # (detector id, distinct values replaced) when the model got the request redacted.
+    redacted: tuple[tuple[str, int], ...] = ()

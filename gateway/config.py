@@ -280,11 +280,25 @@ class InspectionConfig(_Strict):
         return value
 
 
+class RedactConfig(_Strict):
+    """Which findings may be replaced by placeholders so that a model below the request's
+    classification may receive it. Chosen by the operator, never by the caller."""
+
+    detectors: list[str] = Field(min_length=1)
+    # Findings above this level are never redacted, whatever their detector.
+    max_level: LevelName = Level.CONFIDENTIAL
+
+    _parse_level = field_validator("max_level", mode="before")(_level)
+
+
 class EnforcementConfig(_Strict):
     # deny: refuse a request whose chosen model is not cleared; reroute: use the first
     # compliant model of `reroute_order` instead.
     on_violation: Literal["deny", "reroute"] = "deny"
     reroute_order: list[str] = Field(default_factory=list)
+    # Off unless configured: a request whose every finding above a model's clearance is
+    # redactable goes to that model with those values replaced by placeholders.
+    redact: RedactConfig | None = None
 
 
 class DispatchConfig(_Strict):

@@ -211,6 +211,7 @@ def route_info_pb(route: Route) -> pb.RouteInfo:
         decision_id=route.decision_id,
         attempts=route.attempts,
         rerouted=route.rerouted,
+        redacted=dict(route.redacted),
     )
 
 
@@ -227,7 +228,9 @@ def chat_response_pb(result: ChatResult, route: Route) -> pb.ChatResponse:
 def route_response_pb(plan: Plan, route: Route) -> pb.RouteResponse:
     """The dry run's answer: the route, the policy's decision and input, what was detected
     and every candidate with why it was kept or dropped."""
-    candidates = [pb.Candidate(model=m, allowed=True) for m in plan.chain]
+    candidates = [
+        pb.Candidate(model=m, allowed=True, redacted=m in plan.redactions) for m in plan.chain
+    ]
     candidates += [
         pb.Candidate(model=d.model, allowed=False, reason=d.reason) for d in plan.dropped
     ]

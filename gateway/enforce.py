@@ -9,11 +9,12 @@ independent of the policy: a policy can narrow where data goes, never widen it.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Literal, NamedTuple
 
 from gateway.config import ModelConfig
 from gateway.errors import PermissionDenied, Reason
+from gateway.inspect.findings import Finding
 from gateway.levels import Level
 
 
@@ -27,6 +28,32 @@ class Enforced(NamedTuple):
     chain: tuple[str, ...]  # the models that may be tried, in order
     dropped: tuple[Dropped, ...]  # considered and refused, with why
     rerouted_from: str | None  # the policy's choice when enforcement replaced it
+    redacted: frozenset[str] = frozenset()  # models of the chain that get the redacted request
+
+
+def redaction_floor(
+    findings: Iterable[Finding],
+    declared: Level | None,
+    detectors: Collection[str],
+    max_level: Level,
+) -> Level:
+    """The classification the request would have once every redactable finding is replaced:
+    a model cleared at this level may receive it redacted. What cannot be redacted (a declared
+    level, a finding of another detector, above `max_level`, or without a location) stays."""
+    floor = declared or Level.PUBLIC
+    for finding in findings:
+        redactable = (
+            finding.detector in detectors and finding.level <= max_level and finding.locations
+        )
+        if not redactable and finding.level > floor:
+            floor = finding.level
+    return floor
+
+
+def to_redact(findings: Iterable[Finding], clearance: Level) -> tuple[Finding, ...]:
+    """The findings a model cleared at `clearance` must not see (all of them redactable when
+    `redaction_floor(...) <= clearance`)."""
+    return tuple(f for f in findings if f.level > clearance)
 
 
 # Level names by value: an Enum's `.name` is a descriptor call, and this runs per candidate.
@@ -84,20 +111,28 @@ def enforce(
     on_violation: Literal["deny", "reroute"] = "deny",
     reroute_order: Sequence[str] = (),
     verdicts: Sequence[Verdict] | None = None,
+    redaction_floor: Level | None = None,
 ) -> Enforced:
-    """Filter the policy's ordered chain (primary first). A refused primary is denied, or in
-    reroute mode replaced by the first compliant model of `reroute_order`; refused fallbacks
-    are dropped from the chain. `verdicts` are `judge(chain, ...)` when the caller already has
-    them (the pipeline records them before enforcing)."""
+    """Filter the policy's ordered chain (primary first). A candidate refused only for
+    residency is kept, marked for redaction, when `redaction_floor` (None: redaction is off)
+    is within its clearance. A refused primary is denied, or in reroute mode replaced by the
+    first compliant model of `reroute_order`; refused fallbacks are dropped from the chain.
+    `verdicts` are `judge(chain, ...)` when the caller already has them (the pipeline records
+    them before enforcing)."""
     if verdicts is None:
         verdicts = judge(chain, models, classification, allowed)
     kept: list[str] = []
     dropped: list[Dropped] = []
+    redacted: set[str] = set()
     rerouted_from: str | None = None
     primary_reason = ""
     for position, (alias, refused) in enumerate(verdicts):
         if refused is None:
             kept.append(alias)
+            continue
+        if _redactable(refused, models.get(alias), redaction_floor):
+            kept.append(alias)
+            redacted.add(alias)
             continue
         dropped.append(Dropped(alias, refused[1]))
         if position > 0:
@@ -113,6 +148,19 @@ def enforce(
             None,
         )
         if substitute is None:
+            substitute = next(
+                (
+                    a
+                    for a in reroute_order
+                    if _redactable(
+                        refusal(a, models, classification, allowed), models.get(a), redaction_floor
+                    )
+                ),
+                None,
+            )
+            if substitute is not None:
+                redacted.add(substitute)
+        if substitute is None:
             raise PermissionDenied(
                 f"{dropped[0].reason}, and no model in enforcement.reroute_order may receive "
                 f"{classification.name} content",
@@ -127,4 +175,17 @@ def enforce(
             reason=Reason.NO_CANDIDATE,
             classification=classification.name,
         )
-    return Enforced(tuple(kept), tuple(dropped), rerouted_from)
+    return Enforced(tuple(kept), tuple(dropped), rerouted_from, frozenset(redacted))
+
+
+def _redactable(
+    refused: tuple[str, str] | None, model: ModelConfig | None, floor: Level | None
+) -> bool:
+    """A residency refusal that redaction lifts (never a model-list or unknown-model one)."""
+    return (
+        refused is not None
+        and refused[0] == Reason.DATA_RESIDENCY
+        and model is not None
+        and floor is not None
+        and model.clearance >= floor
+    )

@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # the policy package is above this module; only its types are
 # Enforcement outcomes, as the decision log and the `celgate.enforcement` attribute name them.
 ALLOWED = "allowed"
 REROUTED = "rerouted"
+REDACTED = "redacted"  # the chosen model gets the request with some values replaced
 DENIED = "denied"
 
 # Attempt reasons for candidates the dispatcher passed over without an upstream call.
@@ -192,14 +193,20 @@ class Outcome:
     policy: PolicyFacts | None
     candidates: tuple[Candidate, ...]
     blocked: tuple[tuple[str, str], ...]  # (model, reason) refused by enforcement
-    enforced: str | None  # what enforcement decided: allowed or rerouted
-    enforcement: str | None  # the final word: allowed, rerouted or denied
+    enforced: str | None  # what enforcement decided: allowed, rerouted or redacted
+    enforcement: str | None  # the final word: allowed, rerouted, redacted or denied
     routed: str | None  # the dry run's would-be model
     model: str | None  # the model that answered
     attempts: tuple[Attempt, ...]
     cost_usd: float
     # Part of the cost is an estimate (a stream ended early and no usage arrived).
     cost_estimated: bool = False
+    # (detector id, values replaced) of the request the answering (or, for the dry run, the
+    # would-be) model got; empty when it got the original. Never the values or the mapping.
+    redacted: tuple[tuple[str, int], ...] = ()
+    # Placeholder-shaped tokens in the answer that no redacted value stood for (invented or
+    # mangled by the model), left as they were.
+    unrestored: int = 0
     # The request's promoted labels (telemetry.labels), values already bounded (gateway/labels.py).
     labels: Mapping[str, str] = field(default_factory=dict)
     request: RequestFacts | None = None
@@ -228,6 +235,8 @@ class Progress:
     enforced: str | None = None
     routed: str | None = None
     model: str | None = None
+    redacted: tuple[tuple[str, int], ...] = ()
+    unrestored: int = 0
     # The dispatcher appends to this list as it walks the chain (the one attempt history).
     attempts: list[Attempt] = field(default_factory=list)
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -269,6 +278,8 @@ class Progress:
             # Answered attempts, and streams charged for what they relayed before ending.
             cost_usd=sum((a.cost_usd for a in attempts), 0.0),
             cost_estimated=any(a.cost_estimated for a in attempts),
+            redacted=self.redacted,
+            unrestored=self.unrestored,
             labels=self.labels,
             request=self.request,
             policy_inputs=None if self.policy_inputs is None else self.policy_inputs.result(),

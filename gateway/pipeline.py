@@ -13,9 +13,9 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import cast
 
@@ -24,7 +24,7 @@ from gateway.budget.charging import Charger, Settlements
 from gateway.chat import ChatParams, ChatRequest, ChatResult, Chunk, Route, Usage
 from gateway.clock import Clock, utc_now
 from gateway.config import Config
-from gateway.enforce import Dropped, Enforced, Verdict, enforce, judge
+from gateway.enforce import Dropped, Enforced, Verdict, enforce, judge, redaction_floor
 from gateway.errors import InternalError, InvalidRequest, NoPolicy, PermissionDenied, Reason
 from gateway.inspect import Inspection, Inspector
 from gateway.inspect.personal_stage import PersonalStage
@@ -33,6 +33,7 @@ from gateway.levels import Level
 from gateway.offload import Offloader
 from gateway.outcome import (
     ALLOWED,
+    REDACTED,
     REROUTED,
     Candidate,
     InspectionFacts,
@@ -46,8 +47,9 @@ from gateway.policy.inputs import encode as encode_inputs
 from gateway.policy.inputs import label_guard
 from gateway.policy.shadow import ShadowPolicy
 from gateway.pricing import Pricing
-from gateway.providers.dispatch import Dispatcher
+from gateway.providers.dispatch import Dispatcher, Variant
 from gateway.ratelimit import TenantRateLimiter
+from gateway.redaction import AnswerRestorer, Redacted, Refused, redact_candidates
 from gateway.v1 import policy_pb2
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,9 @@ class Plan:
     dropped: tuple[Dropped, ...]
     rerouted_from: str | None
     output_tokens: int  # the output cap the estimates assume (max_tokens, or the default)
+    # Candidates that get the request redacted (enforcement.redact), with that request. The
+    # value -> placeholder mapping lives only here, in this request's memory.
+    redactions: dict[str, Redacted] = field(default_factory=dict)
 
     @property
     def classification(self) -> Level:
@@ -158,8 +163,38 @@ class Pipeline:
                 "inspection failed; the request was not sent", reason=Reason.INSPECTION_FAILED
             ) from None
 
-    def context(self, request: ChatRequest, inspection: Inspection) -> policy_pb2.PolicyRequest:
+    async def reinspect(
+        self, request: ChatRequest, params: ChatParams, personal: Sequence[str] | None
+    ) -> Level:
+        """The classification of a redacted request, by the same inspector as the original
+        (fail closed like the first inspection); the personal-data tier runs again when it ran
+        on the original (`personal`: the candidates it guarded then). Off the event loop for a
+        large request, like the first inspection (invariant 7)."""
+        redacted = dataclasses.replace(request, params=params)
+        inspection = await self.offloader.run(
+            request.tenant, request_chars(params), lambda: self.inspect(redacted)
+        )
+        if personal is not None:
+            inspection = await self.personal.inspect(
+                params, inspection, personal, request.tenant, reach=inspection.classification
+            )
+        return inspection.classification
+
+    def redaction_floor(self, inspection: Inspection) -> Level | None:
+        """The classification once every redactable finding is replaced (None: redaction is
+        off). Which findings are redactable is the operator's choice, never the caller's."""
+        config = self.config.enforcement.redact
+        if config is None:
+            return None
+        return redaction_floor(
+            inspection.findings, inspection.declared, config.detectors, config.max_level
+        )
+
+    def context(
+        self, request: ChatRequest, inspection: Inspection, floor: Level | None = None
+    ) -> policy_pb2.PolicyRequest:
         params = request.params
+        redacted = inspection.classification if floor is None else floor
         return policy_pb2.PolicyRequest(
             tenant=request.tenant,
             task_type=cast(policy_pb2.TaskType, inspection.task_type),
@@ -181,6 +216,8 @@ class Pipeline:
             streaming=request.streaming,
             message_count=len(params.messages),
             airgapped=self.config.airgapped,
+            redactable=redacted < inspection.classification,
+            redacted_classification=redacted.proto(),
         )
 
     def decide(
@@ -243,7 +280,8 @@ class Pipeline:
                 reason=Reason.CLASSIFICATION_CEILING,
             )
         now = self._clock()
-        context = self.context(request, inspection)
+        floor = self.redaction_floor(inspection)
+        context = self.context(request, inspection, floor)
         budget = await self.ledger.snapshot(request.tenant, request.labels, now)
         if budget.limited:
             progress.budget_utilization = budget.utilization
@@ -260,10 +298,13 @@ class Pipeline:
         self.check_denied(decision, policy_name)
         candidates = [decision.model, *decision.fallbacks]
         # Egress inspection: personal data in free text, only where a cloud candidate is still
-        # cleared; a raised classification goes back to the policy.
-        if self.personal.wanted(inspection.classification, candidates):
+        # cleared (as it is, or once redacted); a raised classification goes back to the policy.
+        reach = inspection.classification if floor is None else floor
+        personal: Sequence[str] | None = None
+        if self.personal.wanted(reach, candidates):
+            personal = tuple(candidates)
             raised = await self.personal.inspect(
-                request.params, inspection, candidates, request.tenant
+                request.params, inspection, candidates, request.tenant, reach=reach
             )
             if raised is not inspection:
                 inspection = raised
@@ -272,7 +313,8 @@ class Pipeline:
                     classification=inspection.classification,
                     detectors=tuple(dict.fromkeys(inspection.detectors)),
                 )
-                context = self.context(request, inspection)
+                floor = self.redaction_floor(inspection)
+                context = self.context(request, inspection, floor)
                 # Replay and the shadow policy see the inputs of the decision that counts.
                 progress.policy_inputs = Deferred.schedule(
                     functools.partial(
@@ -299,8 +341,8 @@ class Pipeline:
             on_violation=self.config.enforcement.on_violation,
             reroute_order=self.config.enforcement.reroute_order,
             verdicts=verdicts,
+            redaction_floor=floor,
         )
-        _enforced(progress, enforced)
         params = request.params
         if decision.max_output_tokens > 0:
             cap = decision.max_output_tokens
@@ -310,6 +352,21 @@ class Pipeline:
             params = dataclasses.replace(
                 params, max_tokens=self.config.limits.estimate_output_tokens
             )
+        redactions: dict[str, Redacted] = {}
+        if enforced.redacted:
+            redactions, refused = await redact_candidates(
+                enforced.chain,
+                enforced.redacted,
+                self.config.models,
+                params,
+                inspection.findings,
+                lambda redacted: self.reinspect(request, redacted, personal),
+            )
+            enforced = _refuse(enforced, refused, inspection.classification)
+        _enforced(progress, enforced)
+        first = redactions.get(enforced.chain[0])
+        if first is not None:
+            progress.redacted = first.counts
         progress.request = _request_facts(params)
         return Plan(
             decision_id=progress.call.decision_id,
@@ -324,6 +381,7 @@ class Pipeline:
             dropped=enforced.dropped,
             rerouted_from=enforced.rerouted_from,
             output_tokens=params.max_tokens or self.config.limits.estimate_output_tokens,
+            redactions=redactions,
         )
 
     def route_of(self, plan: Plan, model: str, *, attempts: int = 0, cost: float = 0.0) -> Route:
@@ -341,6 +399,7 @@ class Pipeline:
             decision_id=plan.decision_id,
             attempts=attempts,
             rerouted=plan.rerouted_from is not None,
+            redacted=redacted.counts if (redacted := plan.redactions.get(model)) else (),
         )
 
     # -- the requests --------------------------------------------------------------------------
@@ -365,6 +424,7 @@ class Pipeline:
         plan = await self.plan(request, progress)
         model = next((m for m in plan.chain if self.dispatcher.healthy(m)), plan.chain[0])
         progress.routed = model
+        progress.redacted = redacted.counts if (redacted := plan.redactions.get(model)) else ()
         estimate = self._charger(plan).estimate(model)
         return plan, self.route_of(plan, model, cost=estimate)
 
@@ -384,12 +444,25 @@ class Pipeline:
         await self._admit(plan)
         charger = self._charger(plan)
         answer = await self.dispatcher.chat(
-            plan.chain, plan.params, plan.classification, deadline, charger, progress.attempts
+            plan.chain,
+            plan.params,
+            plan.classification,
+            deadline,
+            charger,
+            progress.attempts,
+            variants=_variants(plan),
         )
         progress.model = answer.model
-        await self._correct(plan, answer.result.usage)
+        result = answer.result
+        redacted = plan.redactions.get(answer.model)
+        progress.redacted = () if redacted is None else redacted.counts
+        if redacted is not None:
+            restorer = AnswerRestorer(redacted)
+            result = restorer.result(result)
+            progress.unrestored = restorer.unrestored
+        await self._correct(plan, result.usage)
         route = self.route_of(plan, answer.model, attempts=answer.calls, cost=charger.cost_usd)
-        return answer.result, route
+        return result, route
 
     async def stream(
         self, request: ChatRequest, deadline: float, progress: Progress
@@ -399,20 +472,38 @@ class Pipeline:
         await self._admit(plan)
         charger = self._charger(plan)
         pieces = self.dispatcher.stream(
-            plan.chain, plan.params, plan.classification, deadline, charger, progress.attempts
+            plan.chain,
+            plan.params,
+            plan.classification,
+            deadline,
+            charger,
+            progress.attempts,
+            variants=_variants(plan),
         )
+        # The stream falls back only before its first chunk: every chunk is of one model.
+        restorer: AnswerRestorer | None = None
         # aclosing: the dispatcher records the last attempt when its stream is closed, which
         # must happen before the request's outcome is taken, also when the caller goes away.
         async with aclosing(pieces):
             async for piece in pieces:
+                chunk = piece.chunk
+                redacted = plan.redactions.get(piece.model)
+                if redacted is not None:
+                    if restorer is None:
+                        restorer = AnswerRestorer(redacted)
+                        progress.redacted = redacted.counts
+                    chunk = restorer.chunk(chunk)
+                    progress.unrestored = restorer.unrestored
+                else:
+                    progress.redacted = ()
                 route = None
-                if piece.chunk.finish_reason is not None:
+                if chunk.finish_reason is not None:
                     progress.model = piece.model
                     await self._correct(plan, piece.chunk.usage)
                     route = self.route_of(
                         plan, piece.model, attempts=piece.calls, cost=charger.cost_usd
                     )
-                yield piece.chunk, route
+                yield chunk, route
 
 
 def _request_facts(params: ChatParams) -> RequestFacts:
@@ -437,8 +528,55 @@ def _considered(progress: Progress, verdicts: list[Verdict]) -> None:
     progress.blocked = tuple((alias, refusal[0]) for alias, refusal in verdicts if refusal)
 
 
+def _variants(plan: Plan) -> dict[str, Variant] | None:
+    """The redacted request of each redacted candidate, with its own classification (the
+    dispatcher's residency check before the call uses it)."""
+    if not plan.redactions:
+        return None
+    return {a: Variant(r.params, r.classification) for a, r in plan.redactions.items()}
+
+
+def _refuse(enforced: Enforced, refused: list[Refused], classification: Level) -> Enforced:
+    """Drop the redacted candidates whose redacted request is still above their clearance; a
+    refused first candidate refuses the request (as residency does without redaction)."""
+    if not refused:
+        return enforced
+    gone = {r.model for r in refused}
+    if enforced.chain[0] in gone:
+        first = next(r for r in refused if r.model == enforced.chain[0])
+        raise PermissionDenied(
+            first.reason,
+            reason=Reason.DATA_RESIDENCY,
+            model=first.model,
+            classification=classification.name,
+        )
+    return enforced._replace(
+        chain=tuple(a for a in enforced.chain if a not in gone),
+        dropped=enforced.dropped + tuple(Dropped(r.model, r.reason) for r in refused),
+        redacted=enforced.redacted - gone,
+    )
+
+
 def _enforced(progress: Progress, enforced: Enforced) -> None:
-    progress.enforced = ALLOWED if enforced.rerouted_from is None else REROUTED
+    if enforced.rerouted_from is not None:
+        progress.enforced = REROUTED
+    elif enforced.chain[0] in enforced.redacted:
+        progress.enforced = REDACTED
+    else:
+        progress.enforced = ALLOWED
+    if enforced.redacted or enforced.dropped:
+        dropped = {d.model: d.reason for d in enforced.dropped}
+        # Refused for residency but kept redacted: allowed. Refused after the redacted request
+        # was inspected again: the reason says so.
+        progress.candidates = tuple(
+            Candidate(c.model, True, "redacted: findings above its clearance replaced")
+            if c.model in enforced.redacted
+            else Candidate(c.model, False, dropped[c.model])
+            if c.model in dropped
+            else c
+            for c in progress.candidates
+        )
+        progress.blocked = tuple(b for b in progress.blocked if b[0] not in enforced.redacted)
     progress.route = enforced.chain[0]
     listed = {c.model for c in progress.candidates}
     substitutes = tuple(

@@ -80,9 +80,12 @@ class PersonalStage:
         inspection: Inspection,
         candidates: Sequence[str],
         tenant: str = "",
+        reach: Level | None = None,
     ) -> Inspection:
-        """`inspection` with the tier's findings added and the classification recomputed."""
-        ceiling = self.ceiling(inspection.classification, candidates)
+        """`inspection` with the tier's findings added and the classification recomputed.
+        `reach` is the level the request can get down to (its redaction floor, when redaction
+        is on): cloud candidates cleared for that level are the ones the tier guards."""
+        ceiling = self.ceiling(reach or inspection.classification, candidates)
         full = self.mode == "always"
         loop = asyncio.get_running_loop()
         turn = self._tenants.get(tenant)

@@ -57,6 +57,7 @@ __all__ = [
     "AttemptHooks",
     "Dispatcher",
     "StreamPiece",
+    "Variant",
     "build_provider",
 ]
 
@@ -186,11 +187,15 @@ class _Chain:
     def may_call(self) -> bool:
         return self.calls < self.dispatcher.max_attempts
 
-    async def enter(self, alias: str, hooks: AttemptHooks) -> _Entry | None:
+    async def enter(
+        self, alias: str, hooks: AttemptHooks, classification: Level | None = None
+    ) -> _Entry | None:
         """The candidate's provider with its breaker permit taken and its budget reserved;
-        None (recorded as an attempt) to skip it. Raises when it must not be used at all."""
+        None (recorded as an attempt) to skip it. Raises when it must not be used at all.
+        `classification`: of the request this candidate gets (a redacted one), when it is not
+        the request's own."""
         dispatcher = self.dispatcher
-        dispatcher.check(alias, self.classification)
+        dispatcher.check(alias, self.classification if classification is None else classification)
         provider = dispatcher.providers.get(alias)
         if provider is None:
             self.attempts.append(Attempt(alias, NOT_CONFIGURED))
@@ -310,6 +315,14 @@ class _Chain:
         )
 
 
+class Variant(NamedTuple):
+    """The request one candidate gets instead of the original (a redacted one), with the
+    classification its own inspection gave it: the residency check before the call uses it."""
+
+    params: ChatParams
+    classification: Level
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -394,17 +407,24 @@ class Dispatcher:
         deadline: float,
         hooks: AttemptHooks = NO_HOOKS,
         attempts: list[Attempt] | None = None,
+        variants: Mapping[str, Variant] | None = None,
     ) -> Answer:
-        """`attempts`, when given, receives every attempt as it ends (failures included)."""
+        """`attempts`, when given, receives every attempt as it ends (failures included).
+        `variants`: the candidates that get another request than `params` (redacted), each
+        checked against that request's own classification."""
         walk = _Chain(self, classification, deadline, attempts)
         for alias in chain:
             if not walk.may_call():
                 break
-            entry = await walk.enter(alias, hooks)
+            variant = variants.get(alias) if variants else None
+            entry = await walk.enter(
+                alias, hooks, None if variant is None else variant.classification
+            )
             if entry is None:
                 continue
+            sent = params if variant is None else variant.params
             try:
-                result = await entry.provider.chat(params, timeout=entry.timeout)
+                result = await entry.provider.chat(sent, timeout=entry.timeout)
             except UpstreamError as exc:
                 await hooks.fail(alias, exc)
                 walk.failed(alias, entry, exc)
@@ -440,6 +460,7 @@ class Dispatcher:
         deadline: float,
         hooks: AttemptHooks = NO_HOOKS,
         attempts: list[Attempt] | None = None,
+        variants: Mapping[str, Variant] | None = None,
     ) -> AsyncGenerator[StreamPiece, None]:
         """Falls back only until the first chunk has been handed to the caller; after that a
         failure ends the stream with `Unavailable` (or `DeadlineExceeded`). An attempt is
@@ -448,9 +469,13 @@ class Dispatcher:
         for alias in chain:
             if not walk.may_call():
                 break
-            entry = await walk.enter(alias, hooks)
+            variant = variants.get(alias) if variants else None
+            entry = await walk.enter(
+                alias, hooks, None if variant is None else variant.classification
+            )
             if entry is None:
                 continue
+            sent = params if variant is None else variant.params
             breaker = entry.breaker
             settled = False  # answered: recorded, and the budget hook has settled
             recorded = False  # recorded as failed by `walk.failed`
@@ -460,7 +485,7 @@ class Dispatcher:
             usage_seen: Usage | None = None
             try:
                 # aclosing: an abandoned stream closes its upstream connection at once.
-                async with aclosing(entry.provider.stream(params, timeout=entry.timeout)) as chunks:
+                async with aclosing(entry.provider.stream(sent, timeout=entry.timeout)) as chunks:
                     try:
                         first = await anext(chunks)
                     except StopAsyncIteration:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Final, Literal
 
-from gateway.outcome import ALLOWED, DENIED, REROUTED
+from gateway.outcome import ALLOWED, DENIED, REDACTED, REROUTED
 
 # -- GenAI semantic conventions --------------------------------------------------------------
 
@@ -66,11 +66,16 @@ CELGATE_POLICY_REVISION: Final = "celgate.policy.revision"
 CELGATE_POLICY_RULE: Final = "celgate.policy.rule"
 CELGATE_LOCATION: Final = "celgate.location"
 CELGATE_FALLBACK_ATTEMPT: Final = "celgate.fallback.attempt"  # 1 for the first attempt
-CELGATE_ENFORCEMENT: Final = "celgate.enforcement"  # allowed, rerouted or denied
+CELGATE_ENFORCEMENT: Final = "celgate.enforcement"  # allowed, rerouted, redacted or denied
 CELGATE_MODEL: Final = "celgate.model"  # the catalogue alias (RouteInfo.model)
 CELGATE_DECISION_ID: Final = "celgate.decision_id"  # joins a trace to its decision-log line
 CELGATE_OUTCOME: Final = "celgate.outcome"  # allowed, rerouted, or the refusal's reason, lower
 CELGATE_ENFORCEMENT_REASON: Final = "celgate.enforcement.reason"  # DATA_RESIDENCY, ...
+# What redaction replaced in the request the model got: `detector=count` strings
+# (`["pii.email=2"]`), never values; set only on redacted requests.
+CELGATE_REDACTED: Final = "celgate.redacted"
+# Placeholder-shaped tokens in the answer that stood for no redacted value (left as they were).
+CELGATE_REDACTION_UNRESTORED: Final = "celgate.redaction.unrestored"
 CELGATE_TELEMETRY_SIGNAL: Final = "celgate.telemetry.signal"  # traces, metrics or decision_log
 # A promoted request label (telemetry.labels.promote): `celgate.label.<key>`.
 CELGATE_LABEL_PREFIX: Final = "celgate.label."
@@ -92,6 +97,7 @@ CELGATE_SHADOW_AGREEMENT: Final = "celgate.shadow.agreement"  # agree, disagree 
 # The values of `celgate.enforcement` (defined with the outcome record).
 ENFORCEMENT_ALLOWED: Final = ALLOWED
 ENFORCEMENT_REROUTED: Final = REROUTED
+ENFORCEMENT_REDACTED: Final = REDACTED
 ENFORCEMENT_DENIED: Final = DENIED
 
 # -- metrics ---------------------------------------------------------------------------------

@@ -45,6 +45,8 @@ from gateway.telemetry.names import (
     CELGATE_POLICY_NAME,
     CELGATE_POLICY_REVISION,
     CELGATE_POLICY_RULE,
+    CELGATE_REDACTED,
+    CELGATE_REDACTION_UNRESTORED,
     CELGATE_REQUEST_STOP_SEQUENCES,
     CELGATE_SHADOW_AGREEMENT,
     CELGATE_SHADOW_ESTIMATED_COST,
@@ -135,6 +137,10 @@ def _decision(outcome: Outcome, enforcement: str | None) -> Attributes:
         attributes[CELGATE_POLICY_RULE] = policy.rule
     if enforcement is not None:
         attributes[CELGATE_ENFORCEMENT] = enforcement
+    if outcome.redacted:
+        attributes[CELGATE_REDACTED] = tuple(f"{d}={n}" for d, n in outcome.redacted)
+    if outcome.unrestored:
+        attributes[CELGATE_REDACTION_UNRESTORED] = outcome.unrestored
     for key, value in outcome.labels.items():
         attributes[CELGATE_LABEL_PREFIX + key] = value
     return attributes

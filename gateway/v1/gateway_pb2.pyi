@@ -104,7 +104,14 @@ class Usage(_message.Message):
     def __init__(self, input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cached_input_tokens: _Optional[int] = ..., reasoning_tokens: _Optional[int] = ...) -> None: ...
 
 class RouteInfo(_message.Message):
-    __slots__ = ("model", "provider", "upstream_model", "location", "rule", "classification", "cost_usd", "policy_name", "policy_revision", "decision_id", "attempts", "rerouted")
+    __slots__ = ("model", "provider", "upstream_model", "location", "rule", "classification", "cost_usd", "policy_name", "policy_revision", "decision_id", "attempts", "rerouted", "redacted")
+    class RedactedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     MODEL_FIELD_NUMBER: _ClassVar[int]
     PROVIDER_FIELD_NUMBER: _ClassVar[int]
     UPSTREAM_MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -117,6 +124,7 @@ class RouteInfo(_message.Message):
     DECISION_ID_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     REROUTED_FIELD_NUMBER: _ClassVar[int]
+    REDACTED_FIELD_NUMBER: _ClassVar[int]
     model: str
     provider: str
     upstream_model: str
@@ -129,7 +137,8 @@ class RouteInfo(_message.Message):
     decision_id: str
     attempts: int
     rerouted: bool
-    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., upstream_model: _Optional[str] = ..., location: _Optional[_Union[_policy_pb2.Location, str]] = ..., rule: _Optional[str] = ..., classification: _Optional[_Union[_policy_pb2.Classification, str]] = ..., cost_usd: _Optional[float] = ..., policy_name: _Optional[str] = ..., policy_revision: _Optional[str] = ..., decision_id: _Optional[str] = ..., attempts: _Optional[int] = ..., rerouted: _Optional[bool] = ...) -> None: ...
+    redacted: _containers.ScalarMap[str, int]
+    def __init__(self, model: _Optional[str] = ..., provider: _Optional[str] = ..., upstream_model: _Optional[str] = ..., location: _Optional[_Union[_policy_pb2.Location, str]] = ..., rule: _Optional[str] = ..., classification: _Optional[_Union[_policy_pb2.Classification, str]] = ..., cost_usd: _Optional[float] = ..., policy_name: _Optional[str] = ..., policy_revision: _Optional[str] = ..., decision_id: _Optional[str] = ..., attempts: _Optional[int] = ..., rerouted: _Optional[bool] = ..., redacted: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class ChatRequest(_message.Message):
     __slots__ = ("messages", "tools", "tool_choice", "response_format", "temperature", "top_p", "max_tokens", "stop", "task_type", "classification", "preferred_model", "labels")
@@ -275,14 +284,16 @@ class Finding(_message.Message):
     def __init__(self, detector: _Optional[str] = ..., level: _Optional[_Union[_policy_pb2.Classification, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class Candidate(_message.Message):
-    __slots__ = ("model", "allowed", "reason")
+    __slots__ = ("model", "allowed", "reason", "redacted")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
+    REDACTED_FIELD_NUMBER: _ClassVar[int]
     model: str
     allowed: bool
     reason: str
-    def __init__(self, model: _Optional[str] = ..., allowed: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
+    redacted: bool
+    def __init__(self, model: _Optional[str] = ..., allowed: _Optional[bool] = ..., reason: _Optional[str] = ..., redacted: _Optional[bool] = ...) -> None: ...
 
 class RouteResponse(_message.Message):
     __slots__ = ("route", "decision", "context", "findings", "candidates")

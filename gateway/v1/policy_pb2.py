@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17gateway/v1/policy.proto\x12\ngateway.v1\"\xff\x03\n\rPolicyRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\'\n\ttask_type\x18\x02 \x01(\x0e\x32\x14.gateway.v1.TaskType\x12\x32\n\x0e\x63lassification\x18\x03 \x01(\x0e\x32\x1a.gateway.v1.Classification\x12;\n\x17\x64\x65\x63lared_classification\x18\x04 \x01(\x0e\x32\x1a.gateway.v1.Classification\x12\x11\n\tdetectors\x18\x05 \x03(\t\x12\x12\n\ncomplexity\x18\x06 \x01(\x01\x12\x1e\n\x16\x65stimated_input_tokens\x18\x07 \x01(\x03\x12\x19\n\x11max_output_tokens\x18\x08 \x01(\x03\x12\x17\n\x0frequested_model\x18\t \x01(\t\x12\x35\n\x06labels\x18\n \x03(\x0b\x32%.gateway.v1.PolicyRequest.LabelsEntry\x12\x11\n\thas_tools\x18\x0b \x01(\x08\x12\x13\n\x0bjson_output\x18\x0c \x01(\x08\x12\x11\n\tstreaming\x18\r \x01(\x08\x12\x15\n\rmessage_count\x18\x0e \x01(\x03\x12\x11\n\tairgapped\x18\x0f \x01(\x08\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa4\x01\n\x0b\x42udgetState\x12\x0f\n\x07limited\x18\x01 \x01(\x08\x12\x11\n\tlimit_usd\x18\x02 \x01(\x01\x12\x11\n\tspent_usd\x18\x03 \x01(\x01\x12\x14\n\x0creserved_usd\x18\x04 \x01(\x01\x12\x15\n\rremaining_usd\x18\x05 \x01(\x01\x12\x13\n\x0butilization\x18\x06 \x01(\x01\x12\x0e\n\x06window\x18\x07 \x01(\t\x12\x0c\n\x04hard\x18\x08 \x01(\x08\"\xe9\x01\n\tModelInfo\x12\r\n\x05\x61lias\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x16\n\x0eupstream_model\x18\x03 \x01(\t\x12&\n\x08location\x18\x04 \x01(\x0e\x32\x14.gateway.v1.Location\x12-\n\tclearance\x18\x05 \x01(\x0e\x32\x1a.gateway.v1.Classification\x12\x1c\n\x14input_price_per_mtok\x18\x06 \x01(\x01\x12\x1d\n\x15output_price_per_mtok\x18\x07 \x01(\x01\x12\x0f\n\x07healthy\x18\x08 \x01(\x08\"x\n\rRouteDecision\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tfallbacks\x18\x02 \x03(\t\x12\x0c\n\x04\x64\x65ny\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x19\n\x11max_output_tokens\x18\x05 \x01(\x03\x12\x0c\n\x04rule\x18\x06 \x01(\t*\xa8\x01\n\x0e\x43lassification\x12\x1e\n\x1a\x43LASSIFICATION_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43LASSIFICATION_PUBLIC\x10\x01\x12\x1b\n\x17\x43LASSIFICATION_INTERNAL\x10\x02\x12\x1f\n\x1b\x43LASSIFICATION_CONFIDENTIAL\x10\x03\x12\x1d\n\x19\x43LASSIFICATION_RESTRICTED\x10\x04*\x94\x02\n\x08TaskType\x12\x19\n\x15TASK_TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0eTASK_TYPE_CHAT\x10\x01\x12\x1d\n\x19TASK_TYPE_CODE_GENERATION\x10\x02\x12\x16\n\x12TASK_TYPE_PLANNING\x10\x03\x12\x1b\n\x17TASK_TYPE_SUMMARIZATION\x10\x04\x12\x18\n\x14TASK_TYPE_EXTRACTION\x10\x05\x12\x16\n\x12TASK_TYPE_TOOL_USE\x10\x06\x12\x1f\n\x1bTASK_TYPE_STRUCTURED_OUTPUT\x10\x07\x12\x19\n\x15TASK_TYPE_TRANSLATION\x10\x08\x12\x17\n\x13TASK_TYPE_REASONING\x10\t*N\n\x08Location\x12\x18\n\x14LOCATION_UNSPECIFIED\x10\x00\x12\x14\n\x10LOCATION_ON_PREM\x10\x01\x12\x12\n\x0eLOCATION_CLOUD\x10\x02\x42_\n\x16\x64\x65v.celgate.gateway.v1B\x0bPolicyProtoP\x01Z6github.com/celgate/celgate/gen/go/gateway/v1;gatewayv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17gateway/v1/policy.proto\x12\ngateway.v1\"\xd0\x04\n\rPolicyRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\'\n\ttask_type\x18\x02 \x01(\x0e\x32\x14.gateway.v1.TaskType\x12\x32\n\x0e\x63lassification\x18\x03 \x01(\x0e\x32\x1a.gateway.v1.Classification\x12;\n\x17\x64\x65\x63lared_classification\x18\x04 \x01(\x0e\x32\x1a.gateway.v1.Classification\x12\x11\n\tdetectors\x18\x05 \x03(\t\x12\x12\n\ncomplexity\x18\x06 \x01(\x01\x12\x1e\n\x16\x65stimated_input_tokens\x18\x07 \x01(\x03\x12\x19\n\x11max_output_tokens\x18\x08 \x01(\x03\x12\x17\n\x0frequested_model\x18\t \x01(\t\x12\x35\n\x06labels\x18\n \x03(\x0b\x32%.gateway.v1.PolicyRequest.LabelsEntry\x12\x11\n\thas_tools\x18\x0b \x01(\x08\x12\x13\n\x0bjson_output\x18\x0c \x01(\x08\x12\x11\n\tstreaming\x18\r \x01(\x08\x12\x15\n\rmessage_count\x18\x0e \x01(\x03\x12\x11\n\tairgapped\x18\x0f \x01(\x08\x12\x12\n\nredactable\x18\x10 \x01(\x08\x12;\n\x17redacted_classification\x18\x11 \x01(\x0e\x32\x1a.gateway.v1.Classification\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa4\x01\n\x0b\x42udgetState\x12\x0f\n\x07limited\x18\x01 \x01(\x08\x12\x11\n\tlimit_usd\x18\x02 \x01(\x01\x12\x11\n\tspent_usd\x18\x03 \x01(\x01\x12\x14\n\x0creserved_usd\x18\x04 \x01(\x01\x12\x15\n\rremaining_usd\x18\x05 \x01(\x01\x12\x13\n\x0butilization\x18\x06 \x01(\x01\x12\x0e\n\x06window\x18\x07 \x01(\t\x12\x0c\n\x04hard\x18\x08 \x01(\x08\"\xe9\x01\n\tModelInfo\x12\r\n\x05\x61lias\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x16\n\x0eupstream_model\x18\x03 \x01(\t\x12&\n\x08location\x18\x04 \x01(\x0e\x32\x14.gateway.v1.Location\x12-\n\tclearance\x18\x05 \x01(\x0e\x32\x1a.gateway.v1.Classification\x12\x1c\n\x14input_price_per_mtok\x18\x06 \x01(\x01\x12\x1d\n\x15output_price_per_mtok\x18\x07 \x01(\x01\x12\x0f\n\x07healthy\x18\x08 \x01(\x08\"x\n\rRouteDecision\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tfallbacks\x18\x02 \x03(\t\x12\x0c\n\x04\x64\x65ny\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x19\n\x11max_output_tokens\x18\x05 \x01(\x03\x12\x0c\n\x04rule\x18\x06 \x01(\t*\xa8\x01\n\x0e\x43lassification\x12\x1e\n\x1a\x43LASSIFICATION_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43LASSIFICATION_PUBLIC\x10\x01\x12\x1b\n\x17\x43LASSIFICATION_INTERNAL\x10\x02\x12\x1f\n\x1b\x43LASSIFICATION_CONFIDENTIAL\x10\x03\x12\x1d\n\x19\x43LASSIFICATION_RESTRICTED\x10\x04*\x94\x02\n\x08TaskType\x12\x19\n\x15TASK_TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0eTASK_TYPE_CHAT\x10\x01\x12\x1d\n\x19TASK_TYPE_CODE_GENERATION\x10\x02\x12\x16\n\x12TASK_TYPE_PLANNING\x10\x03\x12\x1b\n\x17TASK_TYPE_SUMMARIZATION\x10\x04\x12\x18\n\x14TASK_TYPE_EXTRACTION\x10\x05\x12\x16\n\x12TASK_TYPE_TOOL_USE\x10\x06\x12\x1f\n\x1bTASK_TYPE_STRUCTURED_OUTPUT\x10\x07\x12\x19\n\x15TASK_TYPE_TRANSLATION\x10\x08\x12\x17\n\x13TASK_TYPE_REASONING\x10\t*N\n\x08Location\x12\x18\n\x14LOCATION_UNSPECIFIED\x10\x00\x12\x14\n\x10LOCATION_ON_PREM\x10\x01\x12\x12\n\x0eLOCATION_CLOUD\x10\x02\x42_\n\x16\x64\x65v.celgate.gateway.v1B\x0bPolicyProtoP\x01Z6github.com/celgate/celgate/gen/go/gateway/v1;gatewayv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,20 +34,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\026dev.celgate.gateway.v1B\013PolicyProtoP\001Z6github.com/celgate/celgate/gen/go/gateway/v1;gatewayv1'
   _globals['_POLICYREQUEST_LABELSENTRY']._loaded_options = None
   _globals['_POLICYREQUEST_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_CLASSIFICATION']._serialized_start=1079
-  _globals['_CLASSIFICATION']._serialized_end=1247
-  _globals['_TASKTYPE']._serialized_start=1250
-  _globals['_TASKTYPE']._serialized_end=1526
-  _globals['_LOCATION']._serialized_start=1528
-  _globals['_LOCATION']._serialized_end=1606
+  _globals['_CLASSIFICATION']._serialized_start=1160
+  _globals['_CLASSIFICATION']._serialized_end=1328
+  _globals['_TASKTYPE']._serialized_start=1331
+  _globals['_TASKTYPE']._serialized_end=1607
+  _globals['_LOCATION']._serialized_start=1609
+  _globals['_LOCATION']._serialized_end=1687
   _globals['_POLICYREQUEST']._serialized_start=40
-  _globals['_POLICYREQUEST']._serialized_end=551
-  _globals['_POLICYREQUEST_LABELSENTRY']._serialized_start=506
-  _globals['_POLICYREQUEST_LABELSENTRY']._serialized_end=551
-  _globals['_BUDGETSTATE']._serialized_start=554
-  _globals['_BUDGETSTATE']._serialized_end=718
-  _globals['_MODELINFO']._serialized_start=721
-  _globals['_MODELINFO']._serialized_end=954
-  _globals['_ROUTEDECISION']._serialized_start=956
-  _globals['_ROUTEDECISION']._serialized_end=1076
+  _globals['_POLICYREQUEST']._serialized_end=632
+  _globals['_POLICYREQUEST_LABELSENTRY']._serialized_start=587
+  _globals['_POLICYREQUEST_LABELSENTRY']._serialized_end=632
+  _globals['_BUDGETSTATE']._serialized_start=635
+  _globals['_BUDGETSTATE']._serialized_end=799
+  _globals['_MODELINFO']._serialized_start=802
+  _globals['_MODELINFO']._serialized_end=1035
+  _globals['_ROUTEDECISION']._serialized_start=1037
+  _globals['_ROUTEDECISION']._serialized_end=1157
 # @@protoc_insertion_point(module_scope)

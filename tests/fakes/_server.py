@@ -49,6 +49,9 @@ class Reply:
     cached_tokens: int = 0
     reasoning_tokens: int = 0
     model: str | None = None  # the model the upstream says answered; default: the requested one
+    # Streamed content exactly in these pieces (one chunk each) instead of one word per chunk;
+    # `content` is ignored for streams when set. Lets a test split the text where it wants.
+    pieces: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,8 @@ class FakeServer:
         self._completed = 0
         self._first_byte_delay = 0.0
         self._chunk_delay = 0.0
+        self._responder: Callable[[Any], Reply] | None = None
+        self.planning: Any = None  # the body of the chat request being planned
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
@@ -277,6 +282,12 @@ class FakeServer:
         with self._lock:
             self._failures.extend([failure] * count)
 
+    def respond_with(self, responder: Callable[[Any], Reply] | None) -> None:
+        """Answer chat requests that have no scripted reply with `responder(body)` (the parsed
+        request body), e.g. to echo what the request carried. None: the default reply."""
+        with self._lock:
+            self._responder = responder
+
     def set_latency(self, *, first_byte: float = 0.0, between_chunks: float = 0.0) -> None:
         """Delay before the response starts, and between streamed chunks, in seconds."""
         with self._lock:
@@ -293,6 +304,7 @@ class FakeServer:
             self._completed = 0
             self._first_byte_delay = 0.0
             self._chunk_delay = 0.0
+            self._responder = None
 
     # -- recording -------------------------------------------------------------------------
 
@@ -351,9 +363,18 @@ class FakeServer:
         return body
 
     def plan(self) -> Planned:
+        """The next scripted reply and failure. A responder gets the body of the request being
+        planned (`self.planning`, set by the handler right before: handlers run on one loop
+        and nothing awaits in between)."""
+        body = self.planning
         with self._lock:
             failure = self._failures.popleft() if self._failures else None
-            reply = self._replies.popleft() if self._replies else Reply(self.default_content)
+            if self._replies:
+                reply = self._replies.popleft()
+            elif self._responder is not None:
+                reply = self._responder(body)
+            else:
+                reply = Reply(self.default_content)
             return Planned(reply, failure, self._first_byte_delay, self._chunk_delay)
 
     def note_disconnect(self) -> None:

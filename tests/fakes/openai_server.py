@@ -162,6 +162,7 @@ class FakeOpenAI(FakeServer):
         rejected = self._check(request, body)
         if rejected is not None:
             return rejected
+        self.planning = body
         plan = self.plan()
         with self._lock:
             self._serial += 1
@@ -268,7 +269,9 @@ class FakeOpenAI(FakeServer):
             return {**base, "choices": [choice]}
 
         chunks = [chunk({"role": "assistant", "content": "", "refusal": None})]
-        if reply.content:
+        if reply.pieces:
+            chunks += [chunk({"content": piece}) for piece in reply.pieces]
+        elif reply.content:
             chunks += [chunk({"content": piece}) for piece in split_words(reply.content)]
         for i, call in enumerate(reply.tool_calls):
             head = {

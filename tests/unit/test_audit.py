@@ -41,6 +41,8 @@ FIELDS = {
     "shadow",
     "version",
 }
+# Only on a redacted request's line: the others keep their shape.
+REDACTION_FIELDS = {"redacted", "unrestored"}
 
 
 def record(**fields: object) -> DecisionRecord:
@@ -49,8 +51,15 @@ def record(**fields: object) -> DecisionRecord:
 
 
 def test_the_line_names_every_field_of_the_record() -> None:
-    assert {f.name for f in dataclasses.fields(DecisionRecord)} == FIELDS
+    assert {f.name for f in dataclasses.fields(DecisionRecord)} == FIELDS | REDACTION_FIELDS
     assert set(json.loads(record().to_json())) == FIELDS
+
+
+def test_a_redacted_request_names_detectors_and_counts_never_values() -> None:
+    line = json.loads(record(redacted=(("pii.email", 2), ("pii.phone", 1)), unrestored=1).to_json())
+    assert set(line) == FIELDS | REDACTION_FIELDS
+    assert line["redacted"] == {"pii.email": 2, "pii.phone": 1}
+    assert line["unrestored"] == 1
 
 
 def test_off_means_no_log() -> None:

@@ -7,8 +7,9 @@ from typing import Any
 import pytest
 
 from gateway.config import ModelConfig
-from gateway.enforce import Dropped, enforce, judge, refusal, violation
+from gateway.enforce import Dropped, enforce, judge, redaction_floor, refusal, to_redact, violation
 from gateway.errors import PermissionDenied
+from gateway.inspect.findings import Finding, Location
 from gateway.levels import Level
 
 
@@ -142,3 +143,71 @@ def test_judge_lists_every_distinct_candidate_with_its_refusal() -> None:
         chain, MODELS, Level.RESTRICTED, verdicts=judge(chain, MODELS, Level.RESTRICTED)
     )
     assert given == enforce(chain, MODELS, Level.RESTRICTED)
+
+
+def _finding(detector: str, level: Level, located: bool = True) -> Finding:
+    locations = (Location("messages[0].content", 0, 1),) if located else ()
+    return Finding(detector, level, 1, locations)
+
+
+REDACTABLE = ("pii.email", "pii.person")
+
+
+def test_redaction_floor_keeps_what_cannot_be_redacted() -> None:
+    email = _finding("pii.email", Level.CONFIDENTIAL)
+    card = _finding("pii.card", Level.RESTRICTED)
+    floor = redaction_floor
+    assert floor([email], None, REDACTABLE, Level.CONFIDENTIAL) == Level.PUBLIC
+    assert floor([email], Level.INTERNAL, REDACTABLE, Level.CONFIDENTIAL) == Level.INTERNAL
+    assert floor([email, card], None, REDACTABLE, Level.CONFIDENTIAL) == Level.RESTRICTED
+    # above max_level, or with nothing to replace: stays
+    assert floor([email], None, REDACTABLE, Level.INTERNAL) == Level.CONFIDENTIAL
+    unlocated = _finding("pii.email", Level.CONFIDENTIAL, located=False)
+    assert floor([unlocated], None, REDACTABLE, Level.CONFIDENTIAL) == Level.CONFIDENTIAL
+    assert to_redact([email, _finding("pii.ip", Level.INTERNAL)], Level.INTERNAL) == (email,)
+
+
+def test_a_redactable_primary_is_kept_and_marked_instead_of_denied() -> None:
+    result = enforce(["cloud", "local"], MODELS, Level.CONFIDENTIAL, redaction_floor=Level.INTERNAL)
+    assert result.chain == ("cloud", "local")
+    assert result.redacted == frozenset({"cloud"})
+    assert result.rerouted_from is None
+    # a floor above the cloud's clearance changes nothing: denied as without redaction
+    with pytest.raises(PermissionDenied) as denied:
+        enforce(["cloud"], MODELS, Level.CONFIDENTIAL, redaction_floor=Level.CONFIDENTIAL)
+    assert denied.value.reason == "DATA_RESIDENCY"
+
+
+def test_redaction_never_lifts_a_model_list_refusal() -> None:
+    with pytest.raises(PermissionDenied) as denied:
+        enforce(
+            ["cloud"],
+            MODELS,
+            Level.CONFIDENTIAL,
+            allowed=["local"],
+            redaction_floor=Level.PUBLIC,
+        )
+    assert denied.value.reason == "MODEL_NOT_ALLOWED"
+
+
+def test_reroute_prefers_a_cleared_substitute_then_a_redactable_one() -> None:
+    cleared = enforce(
+        ["cloud-public"],
+        MODELS,
+        Level.CONFIDENTIAL,
+        allowed=["cloud", "local", "cloud-public"],
+        on_violation="reroute",
+        reroute_order=["cloud", "local"],
+        redaction_floor=Level.CONFIDENTIAL,
+    )
+    assert cleared.chain[0] == "local" and not cleared.redacted
+    redacted = enforce(
+        ["cloud-public"],
+        MODELS,
+        Level.CONFIDENTIAL,
+        allowed=["cloud", "cloud-public"],
+        on_violation="reroute",
+        reroute_order=["cloud"],
+        redaction_floor=Level.INTERNAL,
+    )
+    assert redacted.chain == ("cloud",) and redacted.redacted == frozenset({"cloud"})

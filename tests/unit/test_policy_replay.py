@@ -168,6 +168,8 @@ def test_inputs_round_trip_every_policy_field() -> None:
         streaming=True,
         message_count=7,
         airgapped=True,
+        redactable=True,
+        redacted_classification=policy_pb2.CLASSIFICATION_PUBLIC,
     )
     # Every field is set, so a field the encoder forgot would fail the comparison.
     assert len(req.ListFields()) == len(policy_pb2.PolicyRequest.DESCRIPTOR.fields)

@@ -432,3 +432,23 @@ def test_client_span_server_address_and_port_come_from_the_base_url(
     assert telemetry.models["cloud"].metric[t.SERVER_ADDRESS] == "api.openai.com"
     assert telemetry.models["cloud"].metric[t.SERVER_PORT] == 443
     assert telemetry.models["cloud"].span_name == "chat gpt-5-mini"
+
+
+def test_a_redacted_request_carries_detector_counts_on_its_spans_never_values(
+    recorded: tuple[Telemetry, InMemorySpanExporter, InMemoryMetricReader],
+) -> None:
+    telemetry, spans, reader = recorded
+    progress = started()
+    progress.tenant = "acme"
+    progress.enforced = "redacted"
+    progress.redacted = (("pii.email", 2), ("pii.phone", 1))
+    progress.unrestored = 1
+    progress.attempts.append(Attempt("cloud", None, time.time_ns(), 0.1))
+    telemetry.record(ended(progress, grpc.StatusCode.OK))
+    for span in spans.get_finished_spans():
+        attributes = span.attributes or {}
+        assert attributes[t.CELGATE_REDACTED] == ("pii.email=2", "pii.phone=1")
+        assert attributes[t.CELGATE_REDACTION_UNRESTORED] == 1
+        assert attributes[t.CELGATE_ENFORCEMENT] == t.ENFORCEMENT_REDACTED
+    (decision,) = points(reader, t.METRIC_DECISIONS)
+    assert decision.attributes[t.CELGATE_OUTCOME] == "redacted"

@@ -53,7 +53,7 @@ LOCATION_ON_PREM: Location
 LOCATION_CLOUD: Location
 
 class PolicyRequest(_message.Message):
-    __slots__ = ("tenant", "task_type", "classification", "declared_classification", "detectors", "complexity", "estimated_input_tokens", "max_output_tokens", "requested_model", "labels", "has_tools", "json_output", "streaming", "message_count", "airgapped")
+    __slots__ = ("tenant", "task_type", "classification", "declared_classification", "detectors", "complexity", "estimated_input_tokens", "max_output_tokens", "requested_model", "labels", "has_tools", "json_output", "streaming", "message_count", "airgapped", "redactable", "redacted_classification")
     class LabelsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,8 @@ class PolicyRequest(_message.Message):
     STREAMING_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_COUNT_FIELD_NUMBER: _ClassVar[int]
     AIRGAPPED_FIELD_NUMBER: _ClassVar[int]
+    REDACTABLE_FIELD_NUMBER: _ClassVar[int]
+    REDACTED_CLASSIFICATION_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     task_type: TaskType
     classification: Classification
@@ -91,7 +93,9 @@ class PolicyRequest(_message.Message):
     streaming: bool
     message_count: int
     airgapped: bool
-    def __init__(self, tenant: _Optional[str] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., classification: _Optional[_Union[Classification, str]] = ..., declared_classification: _Optional[_Union[Classification, str]] = ..., detectors: _Optional[_Iterable[str]] = ..., complexity: _Optional[float] = ..., estimated_input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., requested_model: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., has_tools: _Optional[bool] = ..., json_output: _Optional[bool] = ..., streaming: _Optional[bool] = ..., message_count: _Optional[int] = ..., airgapped: _Optional[bool] = ...) -> None: ...
+    redactable: bool
+    redacted_classification: Classification
+    def __init__(self, tenant: _Optional[str] = ..., task_type: _Optional[_Union[TaskType, str]] = ..., classification: _Optional[_Union[Classification, str]] = ..., declared_classification: _Optional[_Union[Classification, str]] = ..., detectors: _Optional[_Iterable[str]] = ..., complexity: _Optional[float] = ..., estimated_input_tokens: _Optional[int] = ..., max_output_tokens: _Optional[int] = ..., requested_model: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ..., has_tools: _Optional[bool] = ..., json_output: _Optional[bool] = ..., streaming: _Optional[bool] = ..., message_count: _Optional[int] = ..., airgapped: _Optional[bool] = ..., redactable: _Optional[bool] = ..., redacted_classification: _Optional[_Union[Classification, str]] = ...) -> None: ...
 
 class BudgetState(_message.Message):
     __slots__ = ("limited", "limit_usd", "spent_usd", "reserved_usd", "remaining_usd", "utilization", "window", "hard")
