@@ -218,11 +218,10 @@ def start_gateway(source: Path, data: dict[str, Any], tmp: Path) -> tuple[Any, s
     env = {"CELGATE_LOG_LEVEL": "WARNING", "BENCH_API_KEY": "sk-bench", "PYTHONPATH": str(source)}
     gateway = GatewayProcess(data, tmp, env=env)
     if source != ROOT:  # run the other tree's code with this tree's environment
-        gateway_cwd = source
         import tests.harness as harness
 
         saved = harness.ROOT
-        harness.ROOT = gateway_cwd
+        harness.ROOT = source  # the gateway process's working folder, first on its path
         try:
             gateway.start(60)
         finally:
@@ -256,10 +255,17 @@ def wait_port(port: int) -> None:
     raise TimeoutError(f"nothing listens on {port}")
 
 
-async def run(args: argparse.Namespace, upstream_url: str, upstream_pid: int, floor: str,
-              floor_pid: int, gateways: dict[str, tuple[str, int]]) -> None:
+async def run(
+    args: argparse.Namespace,
+    upstream_url: str,
+    upstream_pid: int,
+    floor: str,
+    floor_pid: int,
+    gateways: dict[str, tuple[str, int]],
+) -> None:
     import openai
 
+    from gateway.providers.http import JsonClient
     from gateway.v1 import gateway_pb2 as pb
     from gateway.v1 import gateway_pb2_grpc
 
@@ -294,15 +300,25 @@ async def run(args: argparse.Namespace, upstream_url: str, upstream_pid: int, fl
                     True,
                 )
             )
-    direct = openai.AsyncOpenAI(base_url=upstream_url, api_key="sk-bench", max_retries=0)
+    # The gateway's own upstream client (one keep-alive aiohttp session) and, for reference,
+    # the openai SDK as a service calling the provider without celgate would use it.
+    direct = JsonClient(upstream_url, {"authorization": "Bearer sk-bench"})
+    sdk = openai.AsyncOpenAI(base_url=upstream_url, api_key="sk-bench", max_retries=0)
+    body = {"model": "gpt-5-mini", "messages": [{"role": "user", "content": PROMPT}]}
     if "direct" in args.only:
 
         async def via_direct() -> object:
-            return await direct.chat.completions.create(
+            return (await direct.post("/chat/completions", body)).json()
+
+        targets.append(Target("direct", via_direct, lambda: [], True))
+    if "sdk" in args.only:
+
+        async def via_sdk() -> object:
+            return await sdk.chat.completions.create(
                 model="gpt-5-mini", messages=[{"role": "user", "content": PROMPT}]
             )
 
-        targets.append(Target("direct", via_direct, lambda: [], True))
+        targets.append(Target("direct-sdk", via_sdk, lambda: [], True))
 
     for target in targets:  # warm-up: connections, caches, the first policy evaluation
         for _ in range(200):
@@ -328,8 +344,11 @@ async def run(args: argparse.Namespace, upstream_url: str, upstream_pid: int, fl
         for target in targets:
             s = series[target.name]
             results[(target.name, concurrency)] = s
-            up = f"{s.upstream_cpu / s.requests * 1000:>10.3f}" if target.uses_upstream else (
-                f"{'-':>10}")
+            up = (
+                f"{s.upstream_cpu / s.requests * 1000:>10.3f}"
+                if target.uses_upstream
+                else (f"{'-':>10}")
+            )
             srv = s.server_cpu / s.requests * 1000
             print(
                 f"{target.name:<14}{concurrency:>5}{statistics.median(s.rates):>8.0f}"
@@ -338,14 +357,16 @@ async def run(args: argparse.Namespace, upstream_url: str, upstream_pid: int, fl
             )
         print(f"load average: {loadavg()}")
     print()
-    for concurrency in args.concurrency:
-        def cpu(name: str) -> float | None:
-            s = results.get((name, concurrency))
-            return s.server_cpu / s.requests if s and s.requests else None
 
-        floor_cpu, route_cpu = cpu("floor"), cpu("route")
+    def cpu(name: str, concurrency: int) -> float | None:
+        s = results.get((name, concurrency))
+        return s.server_cpu / s.requests if s and s.requests else None
+
+    for concurrency in args.concurrency:
+        floor_cpu, route_cpu = cpu("floor", concurrency), cpu("route", concurrency)
         for label in gateways:
-            chat_cpu, r_cpu = cpu("chat" + label), cpu("route" + label) or route_cpu
+            chat_cpu = cpu("chat" + label, concurrency)
+            r_cpu = cpu("route" + label, concurrency) or route_cpu
             if chat_cpu and r_cpu:
                 print(f"conc {concurrency}: chat{label} CPU / route CPU = {chat_cpu / r_cpu:.2f}")
             if r_cpu and floor_cpu:
@@ -363,7 +384,8 @@ async def run(args: argparse.Namespace, upstream_url: str, upstream_pid: int, fl
             print(f"chat{label} / chat throughput at 64 callers: {mine / base:.2f}x")
     for channel in channels:
         await channel.close()
-    await direct.close()
+    await direct.aclose()
+    await sdk.close()
 
 
 def main() -> None:
@@ -413,13 +435,14 @@ def main() -> None:
                     )
                     started.append(gateway)
                     gateways[name] = (address, gateway.proc.pid)
-            asyncio.run(run(args, url, upstream.pid, f"127.0.0.1:{floor_port}", floor.pid,
-                            gateways))
+            asyncio.run(
+                run(args, url, upstream.pid, f"127.0.0.1:{floor_port}", floor.pid, gateways)
+            )
             for gateway in started:
                 gateway.terminate()
                 gateway.wait(30)
             for label, gateway in zip(gateways, started, strict=True):
-                lines = (gateway.log_path.parent / "decisions.jsonl")
+                lines = gateway.log_path.parent / "decisions.jsonl"
                 count = len(lines.read_text().splitlines()) if lines.exists() else 0
                 print(f"decision-log lines written by gateway{label or ' (this tree)'}: {count}")
     finally:

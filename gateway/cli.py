@@ -29,8 +29,11 @@ DEFAULT_TARGET = os.environ.get("CELGATE_TARGET", "127.0.0.1:50051")
 
 def _serve(args: argparse.Namespace) -> int:
     from gateway.server import serve
+    from gateway.workers import is_worker, supervise
 
     config = load_config(args.config)
+    if config.server.workers > 1 and not is_worker():
+        return supervise(Path(args.config), config.server.workers)
     asyncio.run(serve(config, Path(args.config)))
     return 0
 
