@@ -5,17 +5,20 @@ and p50/p99 at 1, 16 and 64 concurrent callers for
 - `route`: celgate `Route` (the pipeline without an upstream call),
 - `chat`:  celgate `Chat` to a cloud model of the bundled configuration and policy, decision
   log on, at a fake OpenAI upstream,
-- `direct`: the same chat sent straight to the fake with the openai SDK (the gateway's own
-  client library), for the added latency at one caller (chat p50 minus direct p50).
+- `direct`: the same chat sent straight to the fake with the gateway's own upstream client
+  (aiohttp, `gateway/providers/http.py`), for the added latency at one caller (chat p50 minus
+  direct p50); `--only ...,sdk` adds `direct-sdk`, the same call through the openai SDK.
 
 Every party runs in its own process: the fake upstream is a bare asyncio protocol answering
 one fixed `chat.completion` body (microseconds per request), the load client is this process
-(grpc.aio). Each party's CPU comes from /proc/<pid>/stat (the client's from os.times), so the
+(grpc.aio). Each party's CPU comes from /proc/<pid>/stat (the client's from os.times);
+`srv cores` is the server's CPU-seconds per second of the run (how many cores it got). The
 report shows that neither the fake nor the client is the bottleneck. Targets run interleaved in
 short rounds, so they all see the same (noisy, shared) machine.
 
     .venv/bin/python bench/bench_throughput.py [--requests 3000] [--rounds 6]
-    # another source tree (for example `git worktree add /tmp/before <commit>`) as `chat@before`
+    # another source tree (for example `git archive <commit> | tar -x -C /tmp/before`) as
+    # `route@before` and `chat@before`, interleaved with this tree's
     .venv/bin/python bench/bench_throughput.py --compare before=/tmp/before
     # several workers on one port: `chat/w2` beside `chat`
     .venv/bin/python bench/bench_throughput.py --workers 1,2 --only chat --concurrency 64
@@ -331,7 +334,7 @@ async def run(
     print(f"load average before: {loadavg()}  (cores: {os.cpu_count()})")
     header = (
         f"{'target':<14}{'conc':>5}{'req/s':>8}{'p50 ms':>8}{'p99 ms':>8}"
-        f"{'srv ms/req':>11}{'up ms/req':>10}{'cli ms/req':>11}"
+        f"{'srv ms/req':>11}{'srv cores':>10}{'up ms/req':>10}{'cli ms/req':>11}"
     )
     results: dict[tuple[str, int], Series] = {}
     for concurrency in args.concurrency:
@@ -353,7 +356,8 @@ async def run(
             print(
                 f"{target.name:<14}{concurrency:>5}{statistics.median(s.rates):>8.0f}"
                 f"{pct(s.latencies, 50):>8.3f}{pct(s.latencies, 99):>8.3f}"
-                f"{srv:>11.3f}{up}{s.client_cpu / s.requests * 1000:>11.3f}"
+                f"{srv:>11.3f}{s.server_cpu / s.wall:>10.2f}{up}"
+                f"{s.client_cpu / s.requests * 1000:>11.3f}"
             )
         print(f"load average: {loadavg()}")
     print()

@@ -267,3 +267,14 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
     except FileNotFoundError:
         return "gone"
+
+
+def test_a_dead_worker_stops_the_set(fake: FakeOpenAI, tmp_path: Path) -> None:
+    data = config_data({"cloud": openai_model(fake.url)}, "cloud")
+    with started(two_workers(data), tmp_path) as gateway:
+        assert gateway.proc is not None
+        first, second = workers_of(gateway.proc.pid)
+        os.kill(first, signal.SIGKILL)
+        # The orchestrator restarts the whole set rather than run it short of a worker.
+        assert gateway.wait(30) == 1
+        assert not Path(f"/proc/{second}").exists() or "Z" in _state(second)
