@@ -15,11 +15,14 @@ What stays exact across workers, and why:
   supervisor are forwarded to every worker.
 
 A worker that exits on its own stops the others and the supervisor exits non-zero, so the
-orchestrator (Kubernetes, systemd) restarts the whole set with a clean state.
+orchestrator (Kubernetes, systemd) restarts the whole set with a clean state. A supervisor
+killed outright (SIGKILL, OOM) takes its workers along: each asks the kernel for SIGTERM when
+its parent dies, so no orphan keeps serving the port.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import signal
@@ -34,6 +37,15 @@ log = logging.getLogger(__name__)
 # Set in a worker's environment: it serves instead of supervising.
 WORKER_ENV = "CELGATE_WORKER"
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec; Linux-only, as SO_REUSEPORT spreading is.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def is_worker() -> bool:
@@ -61,7 +73,9 @@ def supervise(config_path: Path, workers: int, poll_s: float = 0.1) -> int:
     try:
         for index in range(workers):
             env = {**os.environ, WORKER_ENV: str(index)}
-            procs.append(subprocess.Popen(worker_command(config_path), env=env))
+            procs.append(
+                subprocess.Popen(worker_command(config_path), env=env, preexec_fn=_die_with_parent)
+            )
         log.info("started %d workers: %s", workers, " ".join(str(p.pid) for p in procs))
         while True:
             codes = [proc.poll() for proc in procs]

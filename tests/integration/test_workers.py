@@ -10,9 +10,10 @@ import asyncio
 import os
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +119,10 @@ def started(data: dict[str, Any], tmp: Path) -> Iterator[GatewayProcess]:
             time.sleep(0.1)
         yield gateway
     finally:
+        if gateway.proc is not None and gateway.proc.poll() is None:
+            gateway.terminate()  # a graceful stop, forwarded to the workers
+            with suppress(subprocess.TimeoutExpired):
+                gateway.proc.wait(30)
         gateway.__exit__()
 
 
@@ -278,3 +283,16 @@ def test_a_dead_worker_stops_the_set(fake: FakeOpenAI, tmp_path: Path) -> None:
         # The orchestrator restarts the whole set rather than run it short of a worker.
         assert gateway.wait(30) == 1
         assert not Path(f"/proc/{second}").exists() or "Z" in _state(second)
+
+
+def test_workers_stop_when_the_supervisor_is_killed(fake: FakeOpenAI, tmp_path: Path) -> None:
+    data = config_data({"cloud": openai_model(fake.url)}, "cloud")
+    with started(two_workers(data), tmp_path) as gateway:
+        assert gateway.proc is not None
+        pids = workers_of(gateway.proc.pid)
+        gateway.proc.kill()
+        gateway.proc.wait(10)
+        deadline = time.monotonic() + 30
+        while any(_state(pid) not in ("gone", "Z") for pid in pids):
+            assert time.monotonic() < deadline, f"orphaned workers: {pids}"
+            time.sleep(0.1)
