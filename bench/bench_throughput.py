@@ -210,6 +210,8 @@ def bench_config(upstream_url: str, tmp: Path, workers: int) -> dict[str, Any]:
     data["policy"] = {"dir": str(ROOT / "policies" / "routing"), "watch": False}
     data["ledger"] = {"backend": "sqlite", "path": str(tmp / "ledger.sqlite3")}
     data["audit"] = {"decision_log": str(tmp / "decisions.jsonl")}
+    # Only when asked: an older tree (`--compare`) may not know the setting.
+    data["server"].pop("workers", None)
     if workers > 1:
         data["server"]["workers"] = workers
     return data
