@@ -29,8 +29,11 @@ DEFAULT_TARGET = os.environ.get("CELGATE_TARGET", "127.0.0.1:50051")
 
 def _serve(args: argparse.Namespace) -> int:
     from gateway.server import serve
+    from gateway.workers import is_worker, supervise
 
     config = load_config(args.config)
+    if config.server.workers > 1 and not is_worker():
+        return supervise(Path(args.config), config.server.workers)
     asyncio.run(serve(config, Path(args.config)))
     return 0
 
@@ -240,6 +243,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_http_clients() -> None:
+    """The HTTP client libraries log one INFO line per upstream call; the decision log is the
+    record of a request, so they speak at INFO only when the gateway logs at DEBUG."""
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        for name in ("httpx", "httpx2", "httpcore", "httpcore2"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -248,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     # Every log line, the HTTP client's included, loses URL credentials (proxy passwords).
     install_log_scrubbing()
+    quiet_http_clients()
     try:
         if args.command == "serve":
             return _serve(args)

@@ -89,6 +89,9 @@ class ServerConfig(_Strict):
     grace_period_s: float = Field(default=20.0, ge=0)
     # Upper bound on any upstream call when the caller sets no deadline.
     default_deadline_s: float = Field(default=120.0, gt=0)
+    # Worker processes serving `listen` together (SO_REUSEPORT; the kernel spreads
+    # connections). 1 serves in this process. See docs/operations.md for choosing N.
+    workers: int = Field(default=1, ge=1, le=256)
 
     @field_validator("listen", "health_listen")
     @classmethod
@@ -473,6 +476,27 @@ class Config(_Strict):
     audit: AuditConfig = Field(default_factory=AuditConfig)
     # Directory the config file lives in; relative paths resolve against it.
     base_dir: Path = Field(default=Path("."), exclude=True)
+
+    @model_validator(mode="after")
+    def _check_workers(self) -> Config:
+        workers = self.server.workers
+        if workers == 1:
+            return self
+        if self.server.listen.rpartition(":")[2] == "0":
+            raise ValueError(
+                f"server.workers: {workers} workers share one port; server.listen needs a "
+                "fixed port, not 0"
+            )
+        limited = sorted(n for n, t in self.tenants.items() if t.rate_limit is not None)
+        if limited and self.ledger.backend != "redis":
+            # The in-memory limiter is per process: N workers would let N times the limit
+            # through. Redis holds one bucket for every worker (and every replica).
+            raise ValueError(
+                f"server.workers: {workers} workers with rate limits (tenants "
+                f"{', '.join(limited)}) need ledger.backend: redis, which shares the buckets "
+                "between workers; the in-memory limiter counts per process"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_references(self) -> Config:

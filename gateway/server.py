@@ -145,7 +145,9 @@ async def start(
     options = [
         ("grpc.max_receive_message_length", config.server.max_message_bytes),
         ("grpc.max_send_message_length", config.server.max_message_bytes),
-        ("grpc.so_reuseport", 0),
+        # Workers share the port (gateway/workers.py); one process keeps it exclusive, so a
+        # second gateway on the same address fails to bind instead of splitting the traffic.
+        ("grpc.so_reuseport", 1 if config.server.workers > 1 else 0),
     ]
     server = grpc.aio.server(options=options)
     health_servicer = health.aio.HealthServicer()

@@ -354,7 +354,9 @@ async def start_http(
     await runner.setup()
     host, _, port = config.http.listen.rpartition(":")
     context: ssl.SSLContext | None = server_context(config)
-    site = web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=context, reuse_port=False)
+    # Workers share the port as they share the gRPC one (the kernel spreads connections).
+    shared = config.server.workers > 1
+    site = web.TCPSite(runner, host.strip("[]"), int(port), ssl_context=context, reuse_port=shared)
     try:
         await site.start()
     except OSError:

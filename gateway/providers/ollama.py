@@ -4,8 +4,8 @@ The request body is built here and sent through the SDK's transport rather than 
 `AsyncClient.chat`: `chat()` re-validates tools and messages into its own pydantic models,
 which silently drops nested JSON Schema (`properties` of an object property, `minimum`,
 `additionalProperties`, ...) and unknown top-level fields, so tool schemas and `params` would
-not reach the model as written. The SDK still does the HTTP, the NDJSON parsing, the response
-types and its error classes.
+not reach the model as written. The SDK still does the streaming HTTP, the NDJSON parsing, the
+response types and its error classes; a unary call is one POST on the gateway's aiohttp client.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import hashlib
 import json
 from collections.abc import AsyncGenerator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import ollama
@@ -29,10 +30,14 @@ from gateway.providers.base import (
     kind_for_status,
     safe_message,
 )
+from gateway.providers.http import JsonClient, TransportError
 
 # `params` keys that are top-level fields of Ollama's /api/chat body; `options` (a mapping) is
 # merged into the body's options, and any other key is taken as one option (e.g. `num_ctx`).
 TOP_LEVEL_PARAMS = frozenset({"think", "keep_alive", "logprobs", "top_logprobs"})
+
+# The SDK client's headers a unary call sends too (content-type is the JSON client's own).
+_FORWARDED_HEADERS = frozenset({"authorization", "user-agent", "accept"})
 
 # What the SDK and its transport raise for a failed call; ValueError and TypeError cover an
 # unreadable body (bad JSON, or JSON that does not fit the SDK's response model).
@@ -78,8 +83,24 @@ class OllamaProvider:
             else:
                 self._options[key] = value
         self._client = ollama.AsyncClient(host=model.base_url)
+        # Unary calls go over one keep-alive aiohttp session (providers/http.py): the SDK's
+        # httpx stack costs several times the CPU. Same URL and headers as the SDK's client
+        # (its OLLAMA_API_KEY bearer included); URLs with credentials keep the SDK's transport.
+        sdk_http = self._client._client
+        base = str(sdk_http.base_url)
+        split = urlsplit(base)
+        self._http = (
+            None
+            if split.username is not None or split.password is not None
+            else JsonClient(
+                base,
+                {k: v for k, v in sdk_http.headers.items() if k.lower() in _FORWARDED_HEADERS},
+            )
+        )
 
     async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
         await self._client.close()  # type: ignore[no-untyped-call]  # the SDK leaves it unannotated
 
     # The Provider protocol fixes the `timeout` parameter; it bounds the call below.
@@ -87,11 +108,11 @@ class OllamaProvider:
         body = self._body(params, stream=False)
         try:
             async with asyncio.timeout(timeout):
-                response: ChatResponse = await self._client._request(
-                    ChatResponse, "POST", "/api/chat", json=body
-                )
+                response = await self._post_chat(body)
         except TimeoutError:
             raise _timeout(timeout) from None
+        except TransportError as exc:
+            raise UpstreamError("connect", f"cannot reach the upstream: {exc.kind}") from None
         except _FAILURES as exc:
             raise _error(exc, started=False) from None
         calls = _tool_calls(response, 0)
@@ -102,6 +123,18 @@ class OllamaProvider:
             usage=_usage(response),
             response_model=response.model or "",
         )
+
+    async def _post_chat(self, body: dict[str, Any]) -> ChatResponse:
+        if self._http is None:
+            response: ChatResponse = await self._client._request(
+                ChatResponse, "POST", "/api/chat", json=body
+            )
+            return response
+        answer = await self._http.post("/api/chat", body)
+        if not 200 <= answer.status < 300:
+            # What the SDK raises for the same answer, so `_error` maps both alike.
+            raise ollama.ResponseError(answer.body.decode("utf-8", "replace"), answer.status)
+        return ChatResponse.model_validate_json(answer.body)
 
     async def stream(
         self,

@@ -8,9 +8,11 @@ job, and a hidden retry would spend the caller's deadline twice.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncGenerator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx2
 import openai
@@ -19,6 +21,7 @@ from openai.types.chat import ChatCompletionChunk
 from gateway.chat import ChatMessage, ChatParams, ChatResult, Chunk, FinishReason, ToolCall, Usage
 from gateway.config import ModelConfig
 from gateway.providers.base import UpstreamError, function_tools, kind_for_status, safe_message
+from gateway.providers.http import Answer, JsonClient, TransportError
 
 # `params` keys this adapter interprets itself; every other key goes to the upstream as part of
 # the request body (for example `reasoning_effort`, `seed`, `service_tier`).
@@ -53,8 +56,18 @@ class OpenAIProvider:
         self._output_cap = output_cap
         self._extra_body = params
         self._client = openai.AsyncOpenAI(base_url=model.base_url, api_key=api_key, max_retries=0)
+        # aiohttp refuses credentials in the URL beside a bearer token; such (proxy) URLs keep
+        # the SDK's transport, which is how they have always been sent.
+        self._http = (
+            None
+            if urlsplit(model.base_url).password is not None
+            or urlsplit(model.base_url).username is not None
+            else JsonClient(model.base_url, {"authorization": f"Bearer {api_key}"})
+        )
 
     async def aclose(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
         await self._client.close()
 
     # The Provider protocol fixes the `timeout` parameter; it bounds the call below.
@@ -63,24 +76,50 @@ class OpenAIProvider:
         body.update(body.pop("extra_body", None) or {})
         try:
             async with asyncio.timeout(timeout):
-                # The SDK's generic `post`: its transport, auth and error mapping, without the
-                # typed models of `create` (they cost ~1 ms per call here, for five fields).
-                response = await self._client.post(
-                    "/chat/completions",
-                    body=body,
-                    cast_to=httpx2.Response,
-                    options={"timeout": timeout},
-                )
+                # One POST on a keep-alive aiohttp session, not the SDK: its httpx stack costs
+                # several times the CPU for the same call (see providers/http.py).
+                if self._http is None:
+                    answer = await self._post_via_sdk(body, timeout)
+                else:
+                    answer = await self._http.post("/chat/completions", body)
         except TimeoutError:
             raise self._timeout(timeout) from None
         except openai.OpenAIError as exc:
             raise self._error(exc, streaming=False) from None
+        except TransportError as exc:
+            # No answer arrived (refused, reset, dropped): as the SDK reported it, retryable.
+            raise UpstreamError("connect", f"cannot reach the upstream: {exc.kind}") from None
+        if not 200 <= answer.status < 300:
+            raise self._status_error(answer)
         try:
-            return _result(response.json())
+            return _result(answer.json())
         except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
             raise UpstreamError(
                 "protocol", f"unreadable chat.completion from the upstream: {type(exc).__name__}"
             ) from None
+
+    async def _post_via_sdk(self, body: dict[str, Any], timeout: float) -> Answer:
+        # The SDK's generic `post`, without the typed models of `create`.
+        response = await self._client.post(
+            "/chat/completions", body=body, cast_to=httpx2.Response, options={"timeout": timeout}
+        )
+        return Answer(response.status_code, response.content, dict(response.headers))
+
+    def _status_error(self, answer: Answer) -> UpstreamError:
+        status, text = answer.status, answer.body.decode("utf-8", "replace")
+        try:
+            parsed: object = json.loads(text)
+        except ValueError:
+            parsed = None
+        # The SDK's APIStatusError.body is the `error` object when there is one.
+        if isinstance(parsed, dict) and isinstance(parsed.get("error"), dict):
+            parsed = parsed["error"]
+        message = self._safe(_upstream_message(parsed, text))
+        if status == 429:
+            retry_after = answer.headers.get("retry-after") or answer.headers.get("Retry-After")
+            if retry_after:
+                message = f"{message} (retry after {self._safe(retry_after)} s)"
+        return UpstreamError(kind_for_status(status), f"HTTP {status}: {message}", status=status)
 
     async def stream(
         self,
