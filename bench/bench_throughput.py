@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -210,6 +211,9 @@ def bench_config(upstream_url: str, tmp: Path, workers: int) -> dict[str, Any]:
     data["policy"] = {"dir": str(ROOT / "policies" / "routing"), "watch": False}
     data["ledger"] = {"backend": "sqlite", "path": str(tmp / "ledger.sqlite3")}
     data["audit"] = {"decision_log": str(tmp / "decisions.jsonl")}
+    # gRPC only: gateways of the interleaved rounds run side by side and would all claim the
+    # bundled config's HTTP port.
+    data.pop("http", None)
     # Only when asked: an older tree (`--compare`) may not know the setting.
     data["server"].pop("workers", None)
     if workers > 1:
@@ -283,24 +287,39 @@ async def run(
         channels.append(channel)
         return gateway_pb2_grpc.GatewayServiceStub(channel)
 
+    def spread(address: str, count: int = 8) -> Any:
+        """Stubs on `count` connections, taken in turn: SO_REUSEPORT spreads connections, not
+        requests, over workers, so one connection would measure one worker. Each channel has
+        its own subchannel pool, or grpc would share one connection between them."""
+        stubs = []
+        for _ in range(count):
+            channel = grpc.aio.insecure_channel(
+                address, options=[("grpc.use_local_subchannel_pool", 1)]
+            )
+            channels.append(channel)
+            stubs.append(gateway_pb2_grpc.GatewayServiceStub(channel))
+        return itertools.cycle(stubs)
+
     if "floor" in args.only:
         floor_stub = stub_for(floor)
         targets.append(
             Target("floor", lambda: floor_stub.Route(request), lambda: [floor_pid], False)
         )
     for label, (address, pid) in gateways.items():
-        stub = stub_for(address)
+        stubs = spread(address)
         suffix = "" if label == "" else label
         pids = (lambda p: lambda: process_tree(p))(pid)
         if "route" in args.only:
             targets.append(
-                Target("route" + suffix, (lambda s: lambda: s.Route(request))(stub), pids, False)
+                Target(
+                    "route" + suffix, (lambda s: lambda: next(s).Route(request))(stubs), pids, False
+                )
             )
         if "chat" in args.only:
             targets.append(
                 Target(
                     "chat" + suffix,
-                    (lambda s: lambda: s.Chat(request))(stub),
+                    (lambda s: lambda: next(s).Chat(request))(stubs),
                     pids,
                     True,
                 )
