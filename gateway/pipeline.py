@@ -46,6 +46,7 @@ from gateway.policy.deferred import Deferred
 from gateway.policy.inputs import encode as encode_inputs
 from gateway.policy.inputs import label_guard
 from gateway.policy.shadow import ShadowPolicy
+from gateway.policy.whatif import catalogue
 from gateway.pricing import Pricing
 from gateway.providers.dispatch import Dispatcher, Variant
 from gateway.ratelimit import TenantRateLimiter
@@ -53,8 +54,6 @@ from gateway.redaction import AnswerRestorer, Redacted, Refused, redact_candidat
 from gateway.v1 import policy_pb2
 
 log = logging.getLogger(__name__)
-
-_LOCATIONS = {"on_prem": policy_pb2.LOCATION_ON_PREM, "cloud": policy_pb2.LOCATION_CLOUD}
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,19 +132,8 @@ class Pipeline:
         only when a model's health changes: it is on every request's path."""
         health = tuple(self.dispatcher.healthy(alias) for alias in self.config.models)
         if self._catalogue is None or self._catalogue[0] != health:
-            infos = {}
-            for (alias, model), healthy in zip(self.config.models.items(), health, strict=True):
-                rates = self.pricing.rates(alias)
-                infos[alias] = policy_pb2.ModelInfo(
-                    alias=alias,
-                    provider=model.provider,
-                    upstream_model=model.upstream_model,
-                    location=_LOCATIONS[model.location],
-                    clearance=model.clearance.proto(),
-                    input_price_per_mtok=rates.input_per_mtok,
-                    output_price_per_mtok=rates.output_per_mtok,
-                    healthy=healthy,
-                )
+            healthy = dict(zip(self.config.models, health, strict=True))
+            infos = catalogue(self.config, self.pricing, healthy.__getitem__)
             self._catalogue = (health, infos)
         return self._catalogue[1]
 

@@ -46,7 +46,8 @@ class WhatIf:
 def catalogue(
     config: Config, pricing: Pricing, healthy: Callable[[str], bool]
 ) -> dict[str, policy_pb2.ModelInfo]:
-    """The `models` variable as the pipeline builds it, with health from `healthy`."""
+    """The `models` variable the policy sees, with health from `healthy`: the pipeline and
+    replay both build it here."""
     infos: dict[str, policy_pb2.ModelInfo] = {}
     for alias, model in config.models.items():
         rates = pricing.rates(alias)
