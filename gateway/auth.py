@@ -232,22 +232,8 @@ class _CertificateFiles:
     def _check_pair(self) -> None:
         # gRPC would report a bad pair only at the first handshake, as an opaque failure;
         # the standard library's TLS says at start-up which file is wrong.
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        try:
-            context.load_cert_chain(self._paths[0], self._paths[1])
-        except (ssl.SSLError, OSError) as exc:
-            raise ConfigError(
-                f"{self._paths[0]}, {self._paths[1]}: server.tls.cert_file and key_file must be"
-                f" a PEM certificate and its private key ({exc.__class__.__name__}:"
-                f" {getattr(exc, 'reason', None) or exc.strerror or 'unreadable'})"
-            ) from None
-        if self._ca is not None:
-            try:
-                context.load_verify_locations(cafile=self._ca)
-            except (ssl.SSLError, OSError):
-                raise ConfigError(
-                    f"{self._ca}: server.tls.client_ca_file must hold PEM CA certificates"
-                ) from None
+        cert, key = self._paths
+        load_tls_files(ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER), cert, key, self._ca)
 
     def fetch(self) -> grpc.ServerCertificateConfiguration | None:
         stamp = self._mtimes()
@@ -276,3 +262,25 @@ def server_credentials(config: Config) -> grpc.ServerCredentials | None:
         files.fetch,
         require_client_authentication=tls.client_ca_file is not None,
     )
+
+
+def load_tls_files(
+    context: ssl.SSLContext, cert: str | Path, key: str | Path, ca: str | Path | None
+) -> None:
+    """Load the server's certificate, key and (for mTLS) client CA into `context`; a file that
+    is not what it should be stops start-up naming it and its config field."""
+    try:
+        context.load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError(
+            f"{cert}, {key}: server.tls.cert_file and key_file must be a PEM certificate and"
+            f" its private key ({exc.__class__.__name__}:"
+            f" {getattr(exc, 'reason', None) or exc.strerror or 'unreadable'})"
+        ) from None
+    if ca is not None:
+        try:
+            context.load_verify_locations(cafile=ca)
+        except (ssl.SSLError, OSError):
+            raise ConfigError(
+                f"{ca}: server.tls.client_ca_file must hold PEM CA certificates"
+            ) from None

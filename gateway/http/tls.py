@@ -10,6 +10,7 @@ import os
 import ssl
 from pathlib import Path
 
+from gateway.auth import load_tls_files
 from gateway.config import Config, ConfigError, TLSConfig
 
 log = logging.getLogger(__name__)
@@ -36,20 +37,8 @@ class _Contexts:
 
     def _build(self) -> ssl.SSLContext:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        try:
-            context.load_cert_chain(self._cert, self._key)
-        except (ssl.SSLError, OSError) as exc:
-            raise ConfigError(
-                f"{self._cert}, {self._key}: server.tls.cert_file and key_file must be a PEM"
-                f" certificate and its private key ({exc.__class__.__name__})"
-            ) from None
+        load_tls_files(context, self._cert, self._key, self._ca)
         if self._ca is not None:
-            try:
-                context.load_verify_locations(cafile=self._ca)
-            except (ssl.SSLError, OSError):
-                raise ConfigError(
-                    f"{self._ca}: server.tls.client_ca_file must hold PEM CA certificates"
-                ) from None
             context.verify_mode = ssl.CERT_REQUIRED
         context.sni_callback = self._on_hello
         return context
