@@ -4,16 +4,19 @@ Prints p50/p99 for a 2 KB and a 100 KB prompt, then pathological inputs at doubl
 (time per KB should stay flat: linear). Targets: 2 KB p50 within 2x of the previous engine's
 (57 us on the developers' bench), 100 KB <= 1 ms.
 
-`--baseline DIR` also loads the `gateway` package of another checkout (for example
-`git worktree add /tmp/old-inspect <commit>`) into the same process and measures both engines
-alternately on the same inputs, so the ratio is not skewed by the machine's load. Machines are
-shared and noisy: compare figures from one run.
+`--baseline DIR` also measures the `gateway` package of another checkout (for example
+`git worktree add /tmp/old-inspect <commit>`). Each engine runs in its own child process (two
+versions of the generated protobuf modules cannot share one process); the parent asks them for
+samples in alternating small batches, so the ratio is not skewed by the machine's load. Machines
+are shared and noisy: compare figures from one run.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -45,20 +48,14 @@ PATHOLOGICAL = {
 
 def load_engine(root: Path) -> tuple[Any, Any, Any, Any]:
     """(Inspector, InspectionConfig, ChatMessage, ChatParams) of the `gateway` package under
-    `root`. Modules of a previously loaded `gateway` are removed from `sys.modules` first; the
-    classes returned keep working because their functions hold their own module globals."""
-    for name in [n for n in sys.modules if n == "gateway" or n.startswith("gateway.")]:
-        del sys.modules[name]
+    `root` (this process loads one engine only)."""
     sys.path.insert(0, str(root))
-    try:
-        config = importlib.import_module("gateway.config")
-        inspect = importlib.import_module("gateway.inspect")
-        try:  # chat types moved from the provider base module to gateway.chat
-            base = importlib.import_module("gateway.chat")
-        except ModuleNotFoundError:
-            base = importlib.import_module("gateway.providers.base")
-    finally:
-        sys.path.remove(str(root))
+    config = importlib.import_module("gateway.config")
+    inspect = importlib.import_module("gateway.inspect")
+    try:  # chat types moved from the provider base module to gateway.chat
+        base = importlib.import_module("gateway.chat")
+    except ModuleNotFoundError:
+        base = importlib.import_module("gateway.providers.base")
     return inspect.Inspector, config.InspectionConfig, base.ChatMessage, base.ChatParams
 
 
@@ -96,18 +93,62 @@ def sample(engine: Engine, params: Any, count: int) -> list[int]:
     return out
 
 
+def serve(root: Path) -> None:
+    """Child process: load the engine under `root`, then answer `[make, arg, count]` lines with
+    the sample times (ns) on stdout. `make` is `prompt` (arg: size) or `text` (arg: text)."""
+    engine = Engine(str(root), root)
+    print(json.dumps(engine.build_ms), flush=True)
+    current: tuple[str, Any, Any] = ("", None, None)
+    for line in sys.stdin:
+        make, arg, count = json.loads(line)
+        if (make, arg) != current[:2]:
+            current = (make, arg, getattr(engine, make)(arg))
+        print(json.dumps(sample(engine, current[2], count)), flush=True)
+
+
+class Child:
+    """An engine in its own process."""
+
+    def __init__(self, label: str, root: Path) -> None:
+        self.label = label
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--serve", str(root)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.build_ms = float(self.ask_line())
+
+    def ask_line(self) -> str:
+        assert self.process.stdout is not None
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit(f"{self.label}: the engine process exited")
+        return line
+
+    def sample(self, make: str, arg: Any, count: int) -> list[int]:
+        assert self.process.stdin is not None
+        self.process.stdin.write(json.dumps([make, arg, count]) + "\n")
+        self.process.stdin.flush()
+        return list(json.loads(self.ask_line()))
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait()
+
+
 def measure(
-    engines: list[Engine], make: str, arg: Any, seconds: float
+    children: list[Child], make: str, arg: Any, seconds: float
 ) -> list[tuple[float, float]]:
     """Alternate the engines in small batches for `seconds`; (p50, p99) in us for each."""
-    inputs = [getattr(e, make)(arg) for e in engines]
-    for engine, params in zip(engines, inputs, strict=True):
-        sample(engine, params, 30)
-    samples: list[list[int]] = [[] for _ in engines]
+    for child in children:
+        child.sample(make, arg, 30)
+    samples: list[list[int]] = [[] for _ in children]
     deadline = time.perf_counter() + seconds
     while time.perf_counter() < deadline or min(len(s) for s in samples) < 20:
-        for index, (engine, params) in enumerate(zip(engines, inputs, strict=True)):
-            samples[index].extend(sample(engine, params, 10))
+        for index, child in enumerate(children):
+            samples[index].extend(child.sample(make, arg, 10))
     out = []
     for values in samples:
         values.sort()
@@ -119,11 +160,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--baseline", type=Path, help="checkout of the previous engine")
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve is not None:
+        serve(args.serve)
+        return
     engines = []
     if args.baseline is not None:
-        engines.append(Engine("previous", args.baseline))
-    engines.append(Engine("current", ROOT))
+        engines.append(Child("previous", args.baseline))
+    engines.append(Child("current", ROOT))
     for engine in engines:
         print(f"{engine.label}: Inspector build (Hyperscan compile) {engine.build_ms:.0f} ms")
     for label, size in (("2 KB", 2048), ("100 KB", 102_400)):
@@ -147,6 +192,8 @@ def main() -> None:
             ((p50, _),) = measure([current], "text", text, 0.4)
             cells.append(f"{kb:>3} KB {p50 / 1e3:7.2f} ms ({p50 / kb:6.1f} us/KB)")
         print(f"  {label:<17} " + "  ".join(cells))
+    for engine in engines:
+        engine.close()
 
 
 if __name__ == "__main__":
