@@ -23,7 +23,7 @@ from gateway.budget import Ledger
 from gateway.budget.charging import Charger, Settlements
 from gateway.chat import ChatParams, ChatRequest, ChatResult, Chunk, Route, Usage
 from gateway.clock import Clock, utc_now
-from gateway.config import Config
+from gateway.config import Config, TenantConfig
 from gateway.enforce import Dropped, Enforced, Verdict, enforce, judge, redaction_floor
 from gateway.errors import InternalError, InvalidRequest, NoPolicy, PermissionDenied, Reason
 from gateway.inspect import Inspection, Inspector
@@ -260,13 +260,7 @@ class Pipeline:
             complexity=inspection.complexity,
         )
         tenant = self.config.tenant_config(request.tenant)
-        ceiling = tenant.max_declared_classification
-        if ceiling is not None and inspection.classification > ceiling:
-            raise PermissionDenied(
-                f"tenant {request.tenant!r} may send at most {Level(ceiling).name} content; "
-                f"this request is {inspection.classification.name}",
-                reason=Reason.CLASSIFICATION_CEILING,
-            )
+        _check_ceiling(request.tenant, tenant, inspection.classification)
         now = self._clock()
         floor = self.redaction_floor(inspection)
         context = self.context(request, inspection, floor)
@@ -301,6 +295,7 @@ class Pipeline:
                     classification=inspection.classification,
                     detectors=tuple(dict.fromkeys(inspection.detectors)),
                 )
+                _check_ceiling(request.tenant, tenant, inspection.classification)
                 floor = self.redaction_floor(inspection)
                 context = self.context(request, inspection, floor)
                 # Replay and the shadow policy see the inputs of the decision that counts.
@@ -505,6 +500,18 @@ def _request_facts(params: ChatParams) -> RequestFacts:
         if response_format is not None and response_format.type != "text"
         else "text",
     )
+
+
+def _check_ceiling(name: str, tenant: TenantConfig, classification: Level) -> None:
+    """The tenant's content ceiling, checked on every classification the request gets (the
+    personal-data tier can raise it after the first check)."""
+    ceiling = tenant.max_declared_classification
+    if ceiling is not None and classification > ceiling:
+        raise PermissionDenied(
+            f"tenant {name!r} may send at most {Level(ceiling).name} content; "
+            f"this request is {classification.name}",
+            reason=Reason.CLASSIFICATION_CEILING,
+        )
 
 
 def _considered(progress: Progress, verdicts: list[Verdict]) -> None:

@@ -275,3 +275,44 @@ def test_telemetry_does_not_reach_into_the_budget_or_the_pipeline() -> None:
             name.startswith(("gateway.budget", "gateway.pipeline", "gateway.service"))
             for name in used
         ), path.name
+
+
+async def test_the_tenant_ceiling_holds_after_the_personal_data_tier_raises_the_level() -> None:
+    # The pattern tier finds nothing here; the personal-data tier (run because the chain holds
+    # a cloud candidate) finds a patient with a birth date and a diagnosis: CONFIDENTIAL, above
+    # what this tenant may send at all.
+    config = make_config(
+        {"local": ollama_model(UNREACHABLE), "cloud": openai_model(UNREACHABLE)},
+        "local",
+        tenants={"default": {"max_declared_classification": "INTERNAL"}},
+    )
+    providers = {"local": MemoryProvider(), "cloud": MemoryProvider()}
+    policies = PolicyStore(config.resolve(config.policy.dir))
+    policies.load()
+    pipeline = Pipeline(
+        config,
+        Dispatcher(config, providers=providers),
+        policies,
+        RecordingLimiter(config),
+        await open_ledger(config),
+        Pricing.from_config(config),
+    )
+    text = (
+        "Patient Maria Gonzalez, born 2/7/1961, lives at 41 Birch Lane, Springfield; "
+        "diagnosed with type 2 diabetes, summarize her chart"
+    )
+    try:
+        assert pipeline.inspect(request(text)).classification <= Level.INTERNAL
+        started = progress()
+        with pytest.raises(PermissionDenied) as info:
+            await pipeline.chat(request(text, preferred_model="cloud"), 1e12, started)
+        assert info.value.reason == "CLASSIFICATION_CEILING"
+        assert "CONFIDENTIAL" in str(info.value) and "Maria" not in str(info.value)
+        assert providers["cloud"].calls == 0 and providers["local"].calls == 0
+        # Within the ceiling the same tenant is served.
+        await pipeline.chat(
+            request("Capital of France?", preferred_model="cloud"), 1e12, progress()
+        )
+        assert providers["cloud"].calls + providers["local"].calls == 1
+    finally:
+        await pipeline.aclose()
