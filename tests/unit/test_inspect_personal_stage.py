@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from typing import Any
 
 import pytest
@@ -9,6 +11,7 @@ import pytest
 from gateway.chat import ChatMessage, ChatParams
 from gateway.config import Config, parse_config
 from gateway.inspect import Inspector
+from gateway.inspect.personal import NerModel
 from gateway.inspect.personal_stage import PersonalStage
 from gateway.levels import Level
 
@@ -88,3 +91,46 @@ async def test_a_tier_that_cannot_run_fails_closed(
         personal.close()
     assert after.detectors[-1] == detector
     assert after.classification == Level.CONFIDENTIAL  # one above the cloud's INTERNAL
+
+
+class HeldModel(NerModel):
+    """A model that holds every text of tenant `alpha` until released (the real model's speed
+    would make the test's timing depend on the machine)."""
+
+    def __init__(self) -> None:
+        super().__init__("held")
+        self.release = threading.Event()
+        self.reading = 0
+
+    def entities(self, text: str) -> list[tuple[str, int, int]]:
+        if "alpha" in text:
+            self.reading += 1
+            assert self.release.wait(30)
+        return []
+
+
+async def test_one_tenant_cannot_hold_every_model_worker() -> None:
+    cfg = config(personal={"workers": 2})
+    personal = PersonalStage(cfg.inspection, cfg.models)
+    held = HeldModel()
+    personal.tier.model = held
+    inspector = Inspector(cfg.inspection)
+
+    async def ask(tenant: str) -> object:
+        params = user(f"{tenant}: {EXAMPLE}")
+        return await personal.inspect(params, inspector.inspect(params), ["cloud"], tenant)
+
+    try:
+        flood = [asyncio.create_task(ask("alpha")) for _ in range(3)]
+        await asyncio.sleep(0.2)
+        # Two workers, a tenant holds at most one: the flood reads one text at a time ...
+        assert held.reading == 1
+        # ... and another tenant's request is served while the flood waits.
+        await asyncio.wait_for(ask("beta"), timeout=10)
+        assert not any(task.done() for task in flood)
+        held.release.set()
+        await asyncio.wait_for(asyncio.gather(*flood), timeout=10)
+        assert held.reading == 3
+    finally:
+        held.release.set()
+        personal.close()
