@@ -31,6 +31,7 @@ from phonenumbers import COUNTRY_CODE_TO_REGION_CODE, PhoneMetadata, ValidationR
 _MIN_LENGTH_FOR_NSN = 2
 _MAX_LENGTH_FOR_NSN = 17
 _MAX_LENGTH_COUNTRY_CODE = 3
+_MAX_INPUT_LENGTH = 250
 _NON_GEO = "001"
 # The number types `_number_type_helper` tries after the general description; any match makes
 # the number valid. Mobile is left out where the metadata says its pattern is fixed-line's
@@ -64,16 +65,20 @@ class Meta:
     """One region's (or non-geographic calling code's) metadata, precompiled."""
 
     __slots__ = (
+        "code_text",
+        "country",
         "country_code",
         "general",
         "general_lengths",
         "international_prefix",
+        "keeps_stripped",
+        "known_by_length",
         "length_results",
         "local_lengths",
         "national_prefix",
+        "possible",
         "possible_lengths",
         "transform_rule",
-        "types_by_length",
     )
 
     def __init__(self, metadata: PhoneMetadata) -> None:
@@ -85,9 +90,10 @@ class Meta:
         descs = [getattr(metadata, name) for name in _TYPES]
         if not metadata.same_mobile_and_fixed_line_pattern:
             descs.append(metadata.mobile)
-        # `_is_number_matching_desc`: a description applies to a length it lists (or to every
-        # length when it lists none) and needs a non-empty pattern.
-        by_length: list[re.Pattern[str] | None] = []
+        # `_number_type_helper(nsn) != UNKNOWN` as one pattern per length: the general
+        # description (its lengths, then its pattern) and any type whose description applies
+        # to that length (it lists the length, or lists none) with a non-empty pattern.
+        known: list[re.Pattern[str] | None] = []
         for length in range(_MAX_LENGTH_FOR_NSN + 1):
             patterns = [
                 desc.national_number_pattern
@@ -96,17 +102,44 @@ class Meta:
                 and desc.national_number_pattern
                 and (not desc.possible_length or length in desc.possible_length)
             ]
-            by_length.append(
-                re.compile("|".join(f"(?:{p})" for p in patterns)) if patterns else None
-            )
-        self.types_by_length = tuple(by_length)
+            if (
+                not patterns
+                or self.general is None
+                or (self.general_lengths and length not in self.general_lengths)
+            ):
+                known.append(None)
+                continue
+            types = "|".join(f"(?:{p})" for p in patterns)
+            known.append(re.compile(f"(?=(?:{self.general.pattern})\\Z)(?:{types})"))
+        self.known_by_length = tuple(known)
         # No international prefix: the library matches the digits against "NonMatch".
         self.international_prefix = _compile(metadata.international_prefix)
         self.national_prefix = _compile(metadata.national_prefix_for_parsing)
         self.transform_rule = metadata.national_prefix_transform_rule or None
         self.possible_lengths = tuple(general.possible_length)
         self.local_lengths = frozenset(general.possible_length_local_only)
-        self.length_results = tuple(self._length_result(n) for n in range(_MAX_LENGTH_FOR_NSN + 32))
+        self.length_results = tuple(self._length_result(n) for n in range(_MAX_INPUT_LENGTH + 1))
+        # `parse` keeps a national number with its national prefix stripped unless the rest
+        # is too short, local-only or of an impossible length.
+        self.keeps_stripped = frozenset(
+            n
+            for n, result in enumerate(self.length_results)
+            if result
+            not in (
+                ValidationResult.TOO_SHORT,
+                ValidationResult.IS_POSSIBLE_LOCAL_ONLY,
+                ValidationResult.INVALID_LENGTH,
+            )
+        )
+        # `is_possible_number_with_reason` is IS_POSSIBLE or IS_POSSIBLE_LOCAL_ONLY.
+        self.possible = frozenset(
+            n
+            for n, result in enumerate(self.length_results)
+            if result in (ValidationResult.IS_POSSIBLE, ValidationResult.IS_POSSIBLE_LOCAL_ONLY)
+        )
+        self.code_text = str(self.country_code)
+        # The calling code's plan, set once built (`region`, `_country`).
+        self.country: _Country | None = None
 
     def _length_result(self, length: int) -> int:
         """`_test_number_length(number, metadata)` for the general description."""
@@ -135,12 +168,8 @@ class Meta:
     def known_type(self, nsn: str) -> bool:
         """`_number_type_helper(nsn, metadata) != UNKNOWN`."""
         length = len(nsn)
-        if self.general_lengths and length not in self.general_lengths:
-            return False
-        if self.general is None or self.general.fullmatch(nsn) is None:
-            return False
-        types = self.types_by_length[length] if length <= _MAX_LENGTH_FOR_NSN else None
-        return types is not None and types.fullmatch(nsn) is not None
+        known = self.known_by_length[length] if length <= _MAX_LENGTH_FOR_NSN else None
+        return known is not None and known.fullmatch(nsn) is not None
 
     def strip_national_prefix(self, number: str) -> str:
         """`_maybe_strip_national_prefix_carrier_code(number, metadata)[1]`."""
@@ -212,10 +241,7 @@ class _Country:
         return False
 
     def possible(self, nsn: str) -> bool:
-        return self.main.length_result(len(nsn)) in (
-            ValidationResult.IS_POSSIBLE,
-            ValidationResult.IS_POSSIBLE_LOCAL_ONLY,
-        )
+        return len(nsn) in self.main.possible
 
 
 _LOCK = threading.Lock()
@@ -245,16 +271,29 @@ def _country(code: int) -> _Country | None:
     regions = COUNTRY_CODE_TO_REGION_CODE.get(code)
     built = _Country(code, regions) if regions else None
     with _LOCK:
-        return _COUNTRIES.setdefault(code, built)
+        country = _COUNTRIES.setdefault(code, built)
+    if country is not None:
+        country.main.country = country
+    return country
+
+
+# The calling codes by number of digits, as text: `_extract_country_code` tries one, two,
+# then three leading digits.
+_CODES = tuple(
+    frozenset(str(code) for code in COUNTRY_CODE_TO_REGION_CODE if len(str(code)) == size)
+    for size in range(_MAX_LENGTH_COUNTRY_CODE + 1)
+)
 
 
 def _extract_country_code(number: str) -> tuple[int, str]:
-    """`_extract_country_code`: the shortest leading digits that are a known calling code."""
-    if not number or number[0] == "0":
-        return 0, number
-    for size in range(1, min(len(number), _MAX_LENGTH_COUNTRY_CODE) + 1):
-        if int(number[:size]) in COUNTRY_CODE_TO_REGION_CODE:
-            return int(number[:size]), number[size:]
+    """`_extract_country_code`: the shortest leading digits that are a known calling code
+    (none begins with 0)."""
+    if number[:1] in _CODES[1]:
+        return int(number[:1]), number[1:]
+    if number[:2] in _CODES[2]:
+        return int(number[:2]), number[2:]
+    if number[:3] in _CODES[3]:
+        return int(number[:3]), number[3:]
     return 0, number
 
 
@@ -263,14 +302,14 @@ def region(name: str) -> Meta:
     meta = _meta(name, 0)
     if meta is None:
         raise ValueError(f"no phone metadata for region {name!r}")
-    _country(meta.country_code)
+    meta.country = _country(meta.country_code)
     return meta
 
 
 def _parse(digits: str, plus: bool, region: Meta | None) -> tuple[_Country, str] | None:
     """`parse(text, region)` for a text of digits and separators (a `+` only in front):
     the calling code's plan and the national significant number, or None where the library
-    raises NumberParseException."""
+    raises NumberParseException. `region` comes from `region()` (its `country` is set)."""
     full = digits
     international = plus
     if not plus:
@@ -290,44 +329,33 @@ def _parse(digits: str, plus: bool, region: Meta | None) -> tuple[_Country, str]
             # INVALID_COUNTRY_CODE. After a `+` the library retries without it, which for a
             # text parsed without a region (every `+` text here) fails again.
             return None
-        country = _country(code)
+        country = _COUNTRIES.get(code) or _country(code)
         if country is None:
             return None
         metadata = country.main
     else:
-        assert region is not None
-        country_code = str(region.country_code)
+        assert region is not None and region.country is not None
+        country = region.country
         national = full
         metadata = region
-        if full.startswith(country_code):
+        code_text = region.code_text
+        if full.startswith(code_text):
             # The digits may begin with the region's own calling code written without `+`.
-            potential = region.strip_national_prefix(full[len(country_code) :])
+            potential = region.strip_national_prefix(full[len(code_text) :])
             if (not region.general_match(full) and region.general_match(potential)) or (
                 region.length_result(len(full)) == ValidationResult.TOO_LONG
             ):
                 national = potential
-                metadata = _country_main(region.country_code)
-        country = _country(region.country_code)
-        if country is None:
-            return None
+                metadata = country.main
     if len(national) < _MIN_LENGTH_FOR_NSN:
         return None
-    potential = metadata.strip_national_prefix(national)
-    if metadata.length_result(len(potential)) not in (
-        ValidationResult.TOO_SHORT,
-        ValidationResult.IS_POSSIBLE_LOCAL_ONLY,
-        ValidationResult.INVALID_LENGTH,
-    ):
-        national = potential
+    if metadata.national_prefix is not None:
+        potential = metadata.strip_national_prefix(national)
+        if len(potential) in metadata.keeps_stripped:
+            national = potential
     if not _MIN_LENGTH_FOR_NSN <= len(national) <= _MAX_LENGTH_FOR_NSN:
         return None
     return country, national
-
-
-def _country_main(code: int) -> Meta:
-    country = _country(code)
-    assert country is not None
-    return country.main
 
 
 def verdict(digits: str, plus: bool, regions: Sequence[Meta | None]) -> Verdict:
@@ -344,6 +372,6 @@ def verdict(digits: str, plus: bool, regions: Sequence[Meta | None]) -> Verdict:
         country, nsn = parsed
         if country.valid(nsn):
             return Verdict.VALID
-        if not possible and country.possible(nsn):
+        if not possible and len(nsn) in country.main.possible:
             possible = True
     return Verdict.POSSIBLE if possible else Verdict.NEITHER

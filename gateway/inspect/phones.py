@@ -14,12 +14,18 @@ A candidate counts when
 Extensions (`x1234`, `ext. 12`, `#12`) are part of the candidate and parsed as extensions.
 Never counted: a ZIP+4 code (`02110-1301`, five digits, a dash, four digits: the US postal
 format, found in every GPL header), NANP 555-0100..0199 (reserved for fiction).
+
+Cost: `phonenumbers.parse` + `is_valid_number` take 30-50 us per candidate and a national
+number is parsed for every configured region. Candidates written with digits and separators
+only (nearly all that the scanner reports) are decided by `phone_metadata`, which replays the
+library's steps from its own metadata compiled once (~5 us); other shapes go to the library.
+`PhoneValidator(fast=False)` is the library-only reference the replay is tested against.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumber, ValidationResult
@@ -40,6 +46,14 @@ _NOT_PHONE_BEFORE = re.compile(
     rb"(?i)(?:\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?,?|"
     rb"\b(?:issn|isbn|doi|pages?|pp\.|version|ver\.|v))\s*[:.]?\s*$"
 )
+# Every word `_NOT_PHONE_BEFORE` names begins so: when the last word before the candidate
+# (after trailing spaces and `:.,`) does not, the pattern cannot match and is not run.
+_NOT_PHONE_STEMS = (
+    b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov",
+    b"dec", b"issn", b"isbn", b"doi", b"page", b"pp", b"v",
+)  # fmt: skip
+_NOT_PHONE_TAIL = b" \t\n\r\x0b\x0c:.,"
+_LETTERS = re.compile(rb"[A-Za-z]*")
 _DATE_SHAPE = re.compile(rb"[0-9]{1,2}[\-/.][0-9]{1,2}[\-/.][0-9]{2,4}")
 _ZIP4 = re.compile(rb"[0-9]{5}-[0-9]{4}")
 _NANP_SHAPE = re.compile(
@@ -49,9 +63,12 @@ _NANP_SHAPE = re.compile(
 _EXTENSION = re.compile(rb"(?i)\s*(?:x|ext\.?|extension|#)\s*([0-9]{1,6})$")
 _CORE_CHARS = frozenset(b"0123456789+()")
 # The shapes `phone_metadata` decides without the library: ASCII digits and separators, with
-# at most one `+`, in front (after opening parentheses). Anything else (letters, `/`, `#`,
-# extensions, several `+`) goes through `phonenumbers.parse`.
+# at most one `+`, in front (after opening parentheses), optionally followed by an extension
+# written with a single space either side of its label (the library's extension pattern then
+# splits it off at the same place). Anything else (other letters, `/`, tabs, several `+`)
+# goes through `phonenumbers.parse`.
 _PLAIN = re.compile(rb"(\(*\+)?[0-9 ().\-]*")
+_PLAIN_EXTENSION = re.compile(rb"(?i) ?(?:x|ext\.?|extension|#) ?[0-9]{1,6}")
 # The library refuses longer input (its _MAX_INPUT_STRING_LENGTH).
 _MAX_PARSE_INPUT = 250
 _NOT_DIGITS = bytes(b for b in range(256) if not 48 <= b <= 57)
@@ -75,6 +92,17 @@ def _inside_number(data: bytes, start: int, end: int) -> bool:
     ):
         return True
     return data[end - 1 : end] == b"." and data[end : end + 1].isdigit()
+
+
+def _not_phone_before(data: bytes, start: int) -> bool:
+    """`_NOT_PHONE_BEFORE.search(data, max(0, start - 12), start)`, run only when the last
+    word before the candidate could be one of its words."""
+    low = max(0, start - 12)
+    before = data[low:start].rstrip(_NOT_PHONE_TAIL)
+    word = _LETTERS.match(before[::-1])
+    if word is None or not word.group()[::-1].lower().startswith(_NOT_PHONE_STEMS):
+        return False
+    return _NOT_PHONE_BEFORE.search(data, low, start) is not None
 
 
 def check_regions(regions: Iterable[str]) -> tuple[str, ...]:
@@ -115,6 +143,90 @@ class PhoneValidator:
         self._metas_plus: tuple[phone_metadata.Meta | None, ...] = (None,)
 
     def __call__(self, data: bytes, start: int, end: int) -> bool:
+        if not self.fast:
+            return self._reference(data, start, end)
+        # The same decisions as `_reference`, cheapest first, with cheaper equivalents.
+        if _inside_number(data, start, end):
+            return False
+        start, end = _core(data, start, end)
+        if end - start < 7:
+            return False
+        text = data[start:end]
+        if _ZIP4.fullmatch(text) or _not_phone_before(data, start):
+            return False
+        plain = _PLAIN.fullmatch(text)
+        number = text
+        if plain is None:  # a plain text has no `x`, `X` or `#`: no extension
+            ext = _EXTENSION.search(text)
+            if ext is not None:
+                number = text[: ext.start()]
+                if _PLAIN_EXTENSION.fullmatch(text, ext.start()):
+                    plain = _PLAIN.fullmatch(number)
+        all_digits = number.translate(None, _NOT_DIGITS)
+        digits = all_digits
+        if len(digits) == 11 and digits.startswith(b"1"):
+            digits = digits[1:]
+        if (len(digits) == 10 and digits[3:6] == b"555" and digits[6:8] == b"01") or (
+            len(digits) == 7 and digits.startswith(b"55501")
+        ):
+            return False
+        if _DATE_SHAPE.fullmatch(number):
+            return False
+        cued: bool | None = None
+        if self.cue or len(digits) < 8:
+            # Short numbers and id-like shapes need a phone word (or a phone column).
+            cued = self._cued(data, start)
+            if not cued:
+                return False
+        found = None
+        if plain is not None and len(all_digits) >= 3 and len(text) <= _MAX_PARSE_INPUT:
+            # The library's viability check wants three digits (before an extension too), its
+            # parser at most 250 characters.
+            found = self._replay(text, all_digits, plus=plain.group(1) is not None)
+        if found is None:
+            found = self._library_verdict(text.decode("ascii", "replace"))
+        if found is Verdict.VALID:
+            return True
+        if found is Verdict.NEITHER:
+            return False
+        if _NANP_SHAPE.fullmatch(number.strip()) or number.startswith(b"+"):
+            # Written in full NANP groups, or in E.164 form with its `+`: no id looks so.
+            return True
+        return cued if cued is not None else self._cued(data, start)
+
+    def _replay(self, text: bytes, digits: bytes, *, plus: bool) -> Verdict:
+        """`_library_verdict` for a plain text (digits and separators, a `+` only in front),
+        replayed from the metadata: the same regions for the same prefixes."""
+        if plus:
+            metas = self._metas_plus
+        else:
+            stripped = text.lstrip(b"(")
+            if stripped.startswith(b"00"):
+                metas = self._metas_00
+            elif stripped.startswith((b"011 ", b"011-", b"011.")):
+                metas = self._metas_011
+            else:
+                metas = self._metas
+        return phone_metadata.verdict(digits.decode("ascii"), plus, metas)
+
+    def _fast_verdict(self, text: bytes) -> Verdict | None:
+        """The replayed verdict for a candidate's text, or None for a shape the replay does not
+        cover (the library decides those). As `__call__` decides, for tests and benchmarks."""
+        number = text
+        plain = _PLAIN.fullmatch(text)
+        if plain is None:
+            ext = _EXTENSION.search(text)
+            if ext is not None and _PLAIN_EXTENSION.fullmatch(text, ext.start()):
+                number = text[: ext.start()]
+                plain = _PLAIN.fullmatch(number)
+        digits = number.translate(None, _NOT_DIGITS)
+        if plain is None or len(digits) < 3 or len(text) > _MAX_PARSE_INPUT:
+            return None
+        return self._replay(text, digits, plus=plain.group(1) is not None)
+
+    def _reference(self, data: bytes, start: int, end: int) -> bool:
+        """The decision with libphonenumber's parser and validator for every candidate: the
+        implementation the fast path replaces, kept as its reference."""
         if _inside_number(data, start, end):
             return False
         start, end = _core(data, start, end)
@@ -142,12 +254,14 @@ class PhoneValidator:
             cued = self._cued(data, start)
             if not cued:
                 return False
-        found = self._fast_verdict(text) if self.fast and ext is None else None
-        if found is None:
-            found = self._library_verdict(text.decode("ascii", "replace"))
-        if found is Verdict.VALID:
-            return True
-        if found is Verdict.NEITHER:
+        possible = False
+        for parsed in list(self._parses(text.decode("ascii", "replace"))):
+            if phonenumbers.is_valid_number(parsed):
+                return True
+            reason = phonenumbers.is_possible_number_with_reason(parsed)
+            if reason in (ValidationResult.IS_POSSIBLE, ValidationResult.IS_POSSIBLE_LOCAL_ONLY):
+                possible = True
+        if not possible:
             return False
         if _NANP_SHAPE.fullmatch(number.strip()) or number.startswith(b"+"):
             # Written in full NANP groups, or in E.164 form with its `+`: no id looks so.
@@ -162,30 +276,10 @@ class PhoneValidator:
             return True
         return _csv_phone_column(data, start + 1)
 
-    def _fast_verdict(self, text: bytes) -> Verdict | None:
-        """The library's verdict replayed from its metadata, or None for a shape the replay
-        does not cover."""
-        plain = _PLAIN.fullmatch(text)
-        if plain is None or len(text) > _MAX_PARSE_INPUT:
-            return None
-        digits = text.translate(None, _NOT_DIGITS)
-        if len(digits) < 3:  # the library's viability check wants three digits
-            return None
-        if plain.group(1) is not None:
-            metas = self._metas_plus
-        else:
-            stripped = text.lstrip(b"(")
-            if stripped.startswith(b"00"):
-                metas = self._metas_00
-            elif stripped.startswith((b"011 ", b"011-", b"011.")):
-                metas = self._metas_011
-            else:
-                metas = self._metas
-        return phone_metadata.verdict(digits.decode("ascii"), plain.group(1) is not None, metas)
-
     def _library_verdict(self, text: str) -> Verdict:
         """`phonenumbers.parse` + `is_valid_number` / `is_possible_number_with_reason` for each
-        region the text is read for."""
+        region the text is read for, parsed one after the other: the first valid one ends it
+        (the reference parses for every region first)."""
         possible = False
         for parsed in self._parses(text):
             if phonenumbers.is_valid_number(parsed):
@@ -195,7 +289,7 @@ class PhoneValidator:
                 possible = True
         return Verdict.POSSIBLE if possible else Verdict.NEITHER
 
-    def _parses(self, text: str) -> list[PhoneNumber]:
+    def _parses(self, text: str) -> Iterator[PhoneNumber]:
         stripped = text.lstrip("(")
         if stripped.startswith("+"):
             regions: tuple[str | None, ...] = (None,)
@@ -204,13 +298,11 @@ class PhoneValidator:
             regions = ("DE",) if stripped.startswith("00") else ("US",)
         else:
             regions = self.regions
-        out = []
         for region in regions:
             try:
-                out.append(phonenumbers.parse(text, region))
+                yield phonenumbers.parse(text, region)
             except NumberParseException:
                 continue
-        return out
 
 
 def validator(config: InspectionConfig) -> PhoneValidator:

@@ -22,7 +22,12 @@ from gateway.config import InspectionConfig
 from gateway.inspect import normalize, phone_metadata
 from gateway.inspect.classification import Classifier
 from gateway.inspect.phone_metadata import Verdict
-from gateway.inspect.phones import DEFAULT_REGIONS, PhoneValidator
+from gateway.inspect.phones import (
+    _NOT_PHONE_BEFORE,
+    DEFAULT_REGIONS,
+    PhoneValidator,
+    _not_phone_before,
+)
 
 DATA = Path(__file__).resolve().parent.parent / "data"
 SEED = 20261202
@@ -54,7 +59,10 @@ REGION_SETS: tuple[tuple[str, ...], ...] = (
     ("RU", "KZ"),
     ("AU", "NZ", "JP", "CN", "AR"),
 )
-BEFORE = ("", " ", "call ", "Tel: ", "order ", "ISSN ", "July ", "(", "id=", "1 ", "x ")
+BEFORE = (
+    "", " ", "call ", "Tel: ", "order ", "ISSN ", "July ", "(", "id=", "1 ", "x ", "version ",
+    "v", "pp. ", "Jan., ", "page: ", "doi:", "Decimal ", "via ", "mayday\n", "\t", "ver. ",
+)  # fmt: skip
 AFTER = ("", " ", ".", ",", ")", " ext", ".5", "\n")
 
 
@@ -241,6 +249,29 @@ def test_the_validator_decides_as_before_in_context(candidates: list[str]) -> No
         for end in (len(data), len(data) - 1):
             if fast(data, start, end) != slow(data, start, end):
                 disagreements.append((data, start, end, fast.regions, fast.cue))
+    assert disagreements == []
+
+
+def test_the_words_before_are_checked_as_before() -> None:
+    """The cheap pre-check for ISSN / version / month words before a candidate answers as the
+    pattern it guards, over random words, spacing and punctuation before a number."""
+    rng = random.Random(SEED + 5)
+    words = (
+        "jan", "January", "feb.", "MAR", "apr", "may", "Mayday", "jun", "jul", "aug", "sept",
+        "oct", "nov", "Dec", "issn", "ISBN", "doi", "page", "pages", "pp.", "version", "ver.",
+        "v", "V", "vol", "via", "call", "phone", "on", "x", "1", "a", "pjan", "_v", "3v", "",
+    )  # fmt: skip
+    glue = ("", " ", "  ", ":", ": ", ".", ". ", ",", ", ", ".,", "\n", "\t", ":.", " :", "-")
+    disagreements = []
+    for _ in range(20000):
+        text = "".join(
+            rng.choice(words) + rng.choice(glue) for _ in range(rng.randint(1, 4))
+        ).encode()
+        data = text + b"0118 496 0982"
+        start = len(text)
+        expected = _NOT_PHONE_BEFORE.search(data, max(0, start - 12), start) is not None
+        if _not_phone_before(data, start) != expected:
+            disagreements.append(data)
     assert disagreements == []
 
 
