@@ -93,7 +93,9 @@ class Meta:
         # `_number_type_helper(nsn) != UNKNOWN` as one pattern per length: the general
         # description (its lengths, then its pattern) and any type whose description applies
         # to that length (it lists the length, or lists none) with a non-empty pattern.
-        known: list[re.Pattern[str] | None] = []
+        # Compiled on first use (a union per length of every type pattern is ~100 ms for the
+        # default regions at start-up otherwise); the source text until then.
+        known: list[re.Pattern[str] | str | None] = []
         for length in range(_MAX_LENGTH_FOR_NSN + 1):
             patterns = [
                 desc.national_number_pattern
@@ -110,8 +112,8 @@ class Meta:
                 known.append(None)
                 continue
             types = "|".join(f"(?:{p})" for p in patterns)
-            known.append(re.compile(f"(?=(?:{self.general.pattern})\\Z)(?:{types})"))
-        self.known_by_length = tuple(known)
+            known.append(f"(?=(?:{self.general.pattern})\\Z)(?:{types})")
+        self.known_by_length = known
         # No international prefix: the library matches the digits against "NonMatch".
         self.international_prefix = _compile(metadata.international_prefix)
         self.national_prefix = _compile(metadata.national_prefix_for_parsing)
@@ -169,7 +171,12 @@ class Meta:
         """`_number_type_helper(nsn, metadata) != UNKNOWN`."""
         length = len(nsn)
         known = self.known_by_length[length] if length <= _MAX_LENGTH_FOR_NSN else None
-        return known is not None and known.fullmatch(nsn) is not None
+        if known is None:
+            return False
+        if isinstance(known, str):
+            # Two threads may both compile it: the same pattern either way.
+            known = self.known_by_length[length] = re.compile(known)
+        return known.fullmatch(nsn) is not None
 
     def strip_national_prefix(self, number: str) -> str:
         """`_maybe_strip_national_prefix_carrier_code(number, metadata)[1]`."""
