@@ -41,6 +41,9 @@ _CUE = re.compile(
     rb"text\s+me|whatsapp|ext\b|ext\.|hotline|dial|ph\b|ph\.|t\xc3\xa9l|"
     rb"telefon|tel\xc3\xa9fono|telefono|celular|\xe2\x98\x8e)"
 )
+# `_CUE` for searching a window: every word it names begins with one of these bytes (either
+# case), and checking that first halves the time of a search that finds nothing.
+_CUE_SCAN = re.compile(rb"(?i)\b(?=[ptcmfrwehd\xe2])" + _CUE.pattern[len(rb"(?i)\b") :])
 # `July 06 1956` is a date; `ISSN 0377-0427`, `ISBN ...`, `version 1 234 5678` are not phones.
 _NOT_PHONE_BEFORE = re.compile(
     rb"(?i)(?:\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?,?|"
@@ -175,7 +178,7 @@ class PhoneValidator:
         cued: bool | None = None
         if self.cue or len(digits) < 8:
             # Short numbers and id-like shapes need a phone word (or a phone column).
-            cued = self._cued(data, start)
+            cued = _cued_fast(data, start)
             if not cued:
                 return False
         found = None
@@ -192,7 +195,7 @@ class PhoneValidator:
         if _NANP_SHAPE.fullmatch(number.strip()) or number.startswith(b"+"):
             # Written in full NANP groups, or in E.164 form with its `+`: no id looks so.
             return True
-        return cued if cued is not None else self._cued(data, start)
+        return cued if cued is not None else _cued_fast(data, start)
 
     def _replay(self, text: bytes, digits: bytes, *, plus: bool) -> Verdict:
         """`_library_verdict` for a plain text (digits and separators, a `+` only in front),
@@ -311,6 +314,26 @@ def validator(config: InspectionConfig) -> PhoneValidator:
 
 def cued_validator(config: InspectionConfig) -> PhoneValidator:
     return PhoneValidator(config.phone_regions, cue=True)
+
+
+def _cued_fast(data: bytes, start: int) -> bool:
+    """`PhoneValidator._cued`, with the faster equivalent pattern and column check."""
+    if _CUE_SCAN.search(data, max(0, start - 40), start) is not None:
+        return True
+    return _in_phone_column(data, start + 1)
+
+
+def _in_phone_column(data: bytes, start: int) -> bool:
+    """`_csv_phone_column`, answered without copying the line when it has fewer than two of
+    every separator (prose: the usual case)."""
+    line_start = data.rfind(b"\n", 0, start) + 1
+    line_end = data.find(b"\n", start)
+    if line_end < 0:
+        line_end = len(data)
+    for sep in (b",", b";", b"\t", b"|"):
+        if data.count(sep, line_start, line_end) >= 2:
+            return _csv_phone_column(data, start)
+    return False
 
 
 def _csv_phone_column(data: bytes, start: int) -> bool:

@@ -23,9 +23,13 @@ from gateway.inspect import normalize, phone_metadata
 from gateway.inspect.classification import Classifier
 from gateway.inspect.phone_metadata import Verdict
 from gateway.inspect.phones import (
+    _CUE,
+    _CUE_SCAN,
     _NOT_PHONE_BEFORE,
     DEFAULT_REGIONS,
     PhoneValidator,
+    _csv_phone_column,
+    _in_phone_column,
     _not_phone_before,
 )
 
@@ -272,6 +276,38 @@ def test_the_words_before_are_checked_as_before() -> None:
         expected = _NOT_PHONE_BEFORE.search(data, max(0, start - 12), start) is not None
         if _not_phone_before(data, start) != expected:
             disagreements.append(data)
+    assert disagreements == []
+
+
+def test_phone_words_and_columns_are_found_as_before() -> None:
+    """The faster phone-word pattern and phone-column check answer as those they stand in
+    for: phone words in any case, glued to letters or digits, accented, `☎`; CSV, TSV and
+    piped tables with and without a phone header."""
+    assert _CUE.pattern.startswith(rb"(?i)\b")
+    rng = random.Random(SEED + 6)
+    cues = (
+        "phone", "Tel", "tel.", "TELEPHONE", "call", "cell", "Mobile", "mob", "fax", "contact",
+        "reach", "text  me", "WhatsApp", "ext", "ext.", "hotline", "dial", "ph", "ph.", "tél",
+        "Telefon", "teléfono", "telefono", "celular", "☎", "x☎",
+    )  # fmt: skip
+    others = (
+        "phoned", "mobility", "telex", "order", "id", "name", "city", "a", "1", "_", "é", "",
+        "Xphone", "recall", "dialog", "extra", "t", "p",
+    )  # fmt: skip
+    glue = ("", " ", ",", ";", "\t", "|", "\n", ": ", "-", "é")
+    disagreements = []
+    for _ in range(20000):
+        text = "".join(
+            rng.choice(cues if rng.random() < 0.1 else others) + rng.choice(glue)
+            for _ in range(rng.randint(1, 12))
+        ).encode()
+        data = text + b"0118 496 0982" + rng.choice((b"", b",x", b"\n", b"|a|b"))
+        start = len(text)
+        window = (max(0, start - 40), start)
+        if (_CUE.search(data, *window) is None) != (_CUE_SCAN.search(data, *window) is None):
+            disagreements.append(("cue", data))
+        if _in_phone_column(data, start + 1) != _csv_phone_column(data, start + 1):
+            disagreements.append(("column", data))
     assert disagreements == []
 
 
