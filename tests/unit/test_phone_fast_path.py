@@ -211,7 +211,8 @@ def test_the_library_verdict_is_replayed_exactly(candidates: list[str]) -> None:
 
 def test_every_region_parses_its_own_numbers_exactly() -> None:
     """Each region libphonenumber knows, configured alone: its national and international
-    numbers, one digit off, and random digit strings beginning with its prefixes."""
+    numbers, one digit off, with digits after the national prefix, and random digit strings
+    beginning with its prefixes."""
     rng = random.Random(SEED + 2)
     disagreements = []
     for region in REGIONS:
@@ -227,8 +228,21 @@ def test_every_region_parses_its_own_numbers_exactly() -> None:
             e164 = phonenumbers.format_number(number, PhoneNumberFormat.E164)
             texts += _mutations(national, rng)
             texts += _mutations(e164[1:], rng)  # the calling code without `+`
-        prefixes = [str(meta.country_code), meta.national_prefix or "", "0", "00", "011", ""]
-        for _ in range(25):
+            # Carrier codes and other digits between the national prefix and the number
+            # (national prefix transform rules: Argentina, Brazil, Mexico ...).
+            nsn = phonenumbers.national_significant_number(number)
+            for _ in range(6):
+                texts.append(f"{meta.national_prefix or ''}{rng.randint(0, 99)} {nsn}")
+        prefixes = [
+            str(meta.country_code),
+            meta.national_prefix or "",
+            meta.preferred_international_prefix or "",
+            "0",
+            "00",
+            "011",
+            "",
+        ]
+        for _ in range(60):
             length = rng.randint(4, 14)
             digits = "".join(rng.choice("0123456789") for _ in range(length))
             texts.append(rng.choice(prefixes) + digits)
