@@ -14,17 +14,25 @@ A candidate counts when
 Extensions (`x1234`, `ext. 12`, `#12`) are part of the candidate and parsed as extensions.
 Never counted: a ZIP+4 code (`02110-1301`, five digits, a dash, four digits: the US postal
 format, found in every GPL header), NANP 555-0100..0199 (reserved for fiction).
+
+Cost: `phonenumbers.parse` + `is_valid_number` take 30-50 us per candidate and a national
+number is parsed for every configured region. Candidates written with digits and separators
+only (nearly all that the scanner reports) are decided by `phone_metadata`, which replays the
+library's steps from its own metadata compiled once (~5 us); other shapes go to the library.
+`PhoneValidator(fast=False)` is the library-only reference the replay is tested against.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumber, ValidationResult
 
 from gateway.config import DEFAULT_PHONE_REGIONS, InspectionConfig
+from gateway.inspect import phone_metadata
+from gateway.inspect.phone_metadata import Verdict
 
 DEFAULT_REGIONS = DEFAULT_PHONE_REGIONS
 
@@ -33,11 +41,22 @@ _CUE = re.compile(
     rb"text\s+me|whatsapp|ext\b|ext\.|hotline|dial|ph\b|ph\.|t\xc3\xa9l|"
     rb"telefon|tel\xc3\xa9fono|telefono|celular|\xe2\x98\x8e)"
 )
+# `_CUE` for searching a window: every word it names begins with one of these bytes (either
+# case), and checking that first halves the time of a search that finds nothing.
+_CUE_SCAN = re.compile(rb"(?i)\b(?=[ptcmfrwehd\xe2])" + _CUE.pattern[len(rb"(?i)\b") :])
 # `July 06 1956` is a date; `ISSN 0377-0427`, `ISBN ...`, `version 1 234 5678` are not phones.
 _NOT_PHONE_BEFORE = re.compile(
     rb"(?i)(?:\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?,?|"
     rb"\b(?:issn|isbn|doi|pages?|pp\.|version|ver\.|v))\s*[:.]?\s*$"
 )
+# Every word `_NOT_PHONE_BEFORE` names begins so: when the last word before the candidate
+# (after trailing spaces and `:.,`) does not, the pattern cannot match and is not run.
+_NOT_PHONE_STEMS = (
+    b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov",
+    b"dec", b"issn", b"isbn", b"doi", b"page", b"pp", b"v",
+)  # fmt: skip
+_NOT_PHONE_TAIL = b" \t\n\r\x0b\x0c:.,"
+_LETTERS = re.compile(rb"[A-Za-z]*")
 _DATE_SHAPE = re.compile(rb"[0-9]{1,2}[\-/.][0-9]{1,2}[\-/.][0-9]{2,4}")
 _ZIP4 = re.compile(rb"[0-9]{5}-[0-9]{4}")
 _NANP_SHAPE = re.compile(
@@ -46,6 +65,16 @@ _NANP_SHAPE = re.compile(
 )
 _EXTENSION = re.compile(rb"(?i)\s*(?:x|ext\.?|extension|#)\s*([0-9]{1,6})$")
 _CORE_CHARS = frozenset(b"0123456789+()")
+# The shapes `phone_metadata` decides without the library: ASCII digits and separators, with
+# at most one `+`, in front (after opening parentheses), optionally followed by an extension
+# written with a single space either side of its label (the library's extension pattern then
+# splits it off at the same place). Anything else (other letters, `/`, tabs, several `+`)
+# goes through `phonenumbers.parse`.
+_PLAIN = re.compile(rb"(\(*\+)?[0-9 ().\-]*")
+_PLAIN_EXTENSION = re.compile(rb"(?i) ?(?:x|ext\.?|extension|#) ?[0-9]{1,6}")
+# The library refuses longer input (its _MAX_INPUT_STRING_LENGTH).
+_MAX_PARSE_INPUT = 250
+_NOT_DIGITS = bytes(b for b in range(256) if not 48 <= b <= 57)
 
 
 def _core(data: bytes, start: int, end: int) -> tuple[int, int]:
@@ -68,6 +97,17 @@ def _inside_number(data: bytes, start: int, end: int) -> bool:
     return data[end - 1 : end] == b"." and data[end : end + 1].isdigit()
 
 
+def _not_phone_before(data: bytes, start: int) -> bool:
+    """`_NOT_PHONE_BEFORE.search(data, max(0, start - 12), start)`, run only when the last
+    word before the candidate could be one of its words."""
+    low = max(0, start - 12)
+    before = data[low:start].rstrip(_NOT_PHONE_TAIL)
+    word = _LETTERS.match(before[::-1])
+    if word is None or not word.group()[::-1].lower().startswith(_NOT_PHONE_STEMS):
+        return False
+    return _NOT_PHONE_BEFORE.search(data, low, start) is not None
+
+
 def check_regions(regions: Iterable[str]) -> tuple[str, ...]:
     """The configured regions, upper-cased; ValueError naming an unknown one."""
     known = phonenumbers.SUPPORTED_REGIONS
@@ -84,15 +124,114 @@ def check_regions(regions: Iterable[str]) -> tuple[str, ...]:
 
 
 class PhoneValidator:
-    """The `pii.phone` validator for one set of regions. Thread-safe (no state per call)."""
+    """The `pii.phone` validator for one set of regions. Thread-safe (no state per call).
 
-    def __init__(self, regions: Sequence[str] = DEFAULT_REGIONS, *, cue: bool = False) -> None:
+    `fast=False` runs the decision as it was written first, with `phonenumbers.parse` +
+    `is_valid_number` for every candidate: the reference the fast path is tested against. By
+    default candidates written with digits and separators only (and a simple extension) are
+    decided by `phone_metadata` from the same metadata: ~5 us where the library takes 40 us
+    (`+44 ...`) to 0.6 ms (a national number, parsed for each of 19 regions)."""
+
+    def __init__(
+        self, regions: Sequence[str] = DEFAULT_REGIONS, *, cue: bool = False, fast: bool = True
+    ) -> None:
         self.regions = check_regions(regions) or DEFAULT_REGIONS
         # Shapes that ids and codes share (unseparated national numbers, 7-digit locals):
         # counted only after a phone word, however valid the digits are.
         self.cue = cue
+        self.fast = fast
+        # Compiled once here: the configured regions, and those the international dialling
+        # prefixes stand for (`00` is parsed as from Germany, `011` as from the US).
+        self._metas = tuple(phone_metadata.region(region) for region in self.regions)
+        self._metas_00 = (phone_metadata.region("DE"),)
+        self._metas_011 = (phone_metadata.region("US"),)
+        self._metas_plus: tuple[phone_metadata.Meta | None, ...] = (None,)
 
     def __call__(self, data: bytes, start: int, end: int) -> bool:
+        if not self.fast:
+            return self._reference(data, start, end)
+        # The same decisions as `_reference`, cheapest first, with cheaper equivalents.
+        if _inside_number(data, start, end):
+            return False
+        start, end = _core(data, start, end)
+        if end - start < 7:
+            return False
+        text = data[start:end]
+        if _ZIP4.fullmatch(text) or _not_phone_before(data, start):
+            return False
+        plain = _PLAIN.fullmatch(text)
+        number = text
+        if plain is None:  # a plain text has no `x`, `X` or `#`: no extension
+            ext = _EXTENSION.search(text)
+            if ext is not None:
+                number = text[: ext.start()]
+                if _PLAIN_EXTENSION.fullmatch(text, ext.start()):
+                    plain = _PLAIN.fullmatch(number)
+        all_digits = number.translate(None, _NOT_DIGITS)
+        digits = all_digits
+        if len(digits) == 11 and digits.startswith(b"1"):
+            digits = digits[1:]
+        if (len(digits) == 10 and digits[3:6] == b"555" and digits[6:8] == b"01") or (
+            len(digits) == 7 and digits.startswith(b"55501")
+        ):
+            return False
+        if _DATE_SHAPE.fullmatch(number):
+            return False
+        cued: bool | None = None
+        if self.cue or len(digits) < 8:
+            # Short numbers and id-like shapes need a phone word (or a phone column).
+            cued = _cued_fast(data, start)
+            if not cued:
+                return False
+        found = None
+        if plain is not None and len(all_digits) >= 3 and len(text) <= _MAX_PARSE_INPUT:
+            # The library's viability check wants three digits (before an extension too), its
+            # parser at most 250 characters.
+            found = self._replay(text, all_digits, plus=plain.group(1) is not None)
+        if found is None:
+            found = self._library_verdict(text.decode("ascii", "replace"))
+        if found is Verdict.VALID:
+            return True
+        if found is Verdict.NEITHER:
+            return False
+        if _NANP_SHAPE.fullmatch(number.strip()) or number.startswith(b"+"):
+            # Written in full NANP groups, or in E.164 form with its `+`: no id looks so.
+            return True
+        return cued if cued is not None else _cued_fast(data, start)
+
+    def _replay(self, text: bytes, digits: bytes, *, plus: bool) -> Verdict:
+        """`_library_verdict` for a plain text (digits and separators, a `+` only in front),
+        replayed from the metadata: the same regions for the same prefixes."""
+        if plus:
+            metas = self._metas_plus
+        else:
+            stripped = text.lstrip(b"(")
+            if stripped.startswith(b"00"):
+                metas = self._metas_00
+            elif stripped.startswith((b"011 ", b"011-", b"011.")):
+                metas = self._metas_011
+            else:
+                metas = self._metas
+        return phone_metadata.verdict(digits.decode("ascii"), plus, metas)
+
+    def _fast_verdict(self, text: bytes) -> Verdict | None:
+        """The replayed verdict for a candidate's text, or None for a shape the replay does not
+        cover (the library decides those). As `__call__` decides, for tests and benchmarks."""
+        number = text
+        plain = _PLAIN.fullmatch(text)
+        if plain is None:
+            ext = _EXTENSION.search(text)
+            if ext is not None and _PLAIN_EXTENSION.fullmatch(text, ext.start()):
+                number = text[: ext.start()]
+                plain = _PLAIN.fullmatch(number)
+        digits = number.translate(None, _NOT_DIGITS)
+        if plain is None or len(digits) < 3 or len(text) > _MAX_PARSE_INPUT:
+            return None
+        return self._replay(text, digits, plus=plain.group(1) is not None)
+
+    def _reference(self, data: bytes, start: int, end: int) -> bool:
+        """The decision with libphonenumber's parser and validator for every candidate: the
+        implementation the fast path replaces, kept as its reference."""
         if _inside_number(data, start, end):
             return False
         start, end = _core(data, start, end)
@@ -121,7 +260,7 @@ class PhoneValidator:
             if not cued:
                 return False
         possible = False
-        for parsed in self._parses(text.decode("ascii", "replace")):
+        for parsed in list(self._parses(text.decode("ascii", "replace"))):
             if phonenumbers.is_valid_number(parsed):
                 return True
             reason = phonenumbers.is_possible_number_with_reason(parsed)
@@ -142,7 +281,20 @@ class PhoneValidator:
             return True
         return _csv_phone_column(data, start + 1)
 
-    def _parses(self, text: str) -> list[PhoneNumber]:
+    def _library_verdict(self, text: str) -> Verdict:
+        """`phonenumbers.parse` + `is_valid_number` / `is_possible_number_with_reason` for each
+        region the text is read for, parsed one after the other: the first valid one ends it
+        (the reference parses for every region first)."""
+        possible = False
+        for parsed in self._parses(text):
+            if phonenumbers.is_valid_number(parsed):
+                return Verdict.VALID
+            reason = phonenumbers.is_possible_number_with_reason(parsed)
+            if reason in (ValidationResult.IS_POSSIBLE, ValidationResult.IS_POSSIBLE_LOCAL_ONLY):
+                possible = True
+        return Verdict.POSSIBLE if possible else Verdict.NEITHER
+
+    def _parses(self, text: str) -> Iterator[PhoneNumber]:
         stripped = text.lstrip("(")
         if stripped.startswith("+"):
             regions: tuple[str | None, ...] = (None,)
@@ -151,13 +303,11 @@ class PhoneValidator:
             regions = ("DE",) if stripped.startswith("00") else ("US",)
         else:
             regions = self.regions
-        out = []
         for region in regions:
             try:
-                out.append(phonenumbers.parse(text, region))
+                yield phonenumbers.parse(text, region)
             except NumberParseException:
                 continue
-        return out
 
 
 def validator(config: InspectionConfig) -> PhoneValidator:
@@ -166,6 +316,26 @@ def validator(config: InspectionConfig) -> PhoneValidator:
 
 def cued_validator(config: InspectionConfig) -> PhoneValidator:
     return PhoneValidator(config.phone_regions, cue=True)
+
+
+def _cued_fast(data: bytes, start: int) -> bool:
+    """`PhoneValidator._cued`, with the faster equivalent pattern and column check."""
+    if _CUE_SCAN.search(data, max(0, start - 40), start) is not None:
+        return True
+    return _in_phone_column(data, start + 1)
+
+
+def _in_phone_column(data: bytes, start: int) -> bool:
+    """`_csv_phone_column`, answered without copying the line when it has fewer than two of
+    every separator (prose: the usual case)."""
+    line_start = data.rfind(b"\n", 0, start) + 1
+    line_end = data.find(b"\n", start)
+    if line_end < 0:
+        line_end = len(data)
+    for sep in (b",", b";", b"\t", b"|"):
+        if data.count(sep, line_start, line_end) >= 2:
+            return _csv_phone_column(data, start)
+    return False
 
 
 def _csv_phone_column(data: bytes, start: int) -> bool:
