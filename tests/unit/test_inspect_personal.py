@@ -295,6 +295,24 @@ def test_the_generated_set_is_reproducible() -> None:
     assert {s.template for s in first} >= {"chat", "ticket", "csv", "json", "clinical", "email"}
 
 
+def test_the_generated_set_does_not_depend_on_the_hash_seed() -> None:
+    # Each process gets its own string hash seed: a set's order must not reach the samples.
+    import subprocess
+
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    outputs = {
+        subprocess.run(
+            [sys.executable, str(root / "tests/data/personal_eval.py"), "120"],
+            env={"PYTHONHASHSEED": seed, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            check=True,
+            cwd=root,
+        ).stdout
+        for seed in ("1", "2")
+    }
+    assert len(outputs) == 1
+
+
 def test_tool_definitions_and_schemas_are_read(model: CountingModel) -> None:
     params = ChatParams(
         messages=(ChatMessage(role="user", content="Look the customer up."),),
