@@ -7,12 +7,15 @@
    libphonenumber validator.
 2. Routing outcome on the same set under the bundled config (cloud clearance INTERNAL, mode
    `egress`): identifiable records kept local, name-only samples let through.
-3. False alarms on real text built now from files on this machine (never committed): 2 KB
-   chunks of the interpreter's standard library and of installed packages' prose documentation;
-   the share classified CONFIDENTIAL or above with the tier on, and the share the tier adds.
+3. False alarms on real text built now from files on this machine (never committed): a seeded
+   sample of the pattern-tier evaluation's 2 KB chunks of the interpreter's standard library
+   and of installed packages' prose documentation (`eval_inspect.code_chunks` /
+   `prose_chunks`); the share classified CONFIDENTIAL or above with the tier on, and the share
+   the tier adds.
 
 Exits 1 when a target is missed: person F1 >= 0.85, dob recall >= 0.9, address recall >= 0.7,
-phone recall >= 0.9 with precision >= 0.95; code <= 0.5%, prose <= 1% raised by the tier.
+phone recall >= 0.9 with precision >= 0.95; code <= 0.5%, prose <= 1% CONFIDENTIAL or above
+with the tier on.
 
     python bench/eval_personal.py [--samples N] [--seed S] [--chunks N]
 """
@@ -22,7 +25,6 @@ from __future__ import annotations
 import argparse
 import random
 import sys
-import sysconfig
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,7 @@ import hyperscan
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.eval_inspect import Chunk, code_chunks, prose_chunks  # noqa: E402
 from gateway.chat import ChatMessage, ChatParams  # noqa: E402
 from gateway.config import InspectionConfig  # noqa: E402
 from gateway.inspect import Inspector, effective_level, normalize  # noqa: E402
@@ -54,7 +57,6 @@ TARGETS = {  # (metric, type, minimum)
     ("precision", "phone"): 0.95,
 }
 CODE_LIMIT, PROSE_LIMIT = 0.005, 0.01
-CHUNK = 2048
 
 
 @dataclass
@@ -204,37 +206,12 @@ def evaluate_set(
     return strict, relaxed, outcome
 
 
-def code_chunks(limit: int, rng: random.Random) -> list[str]:
-    stdlib = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(p for p in stdlib.rglob("*.py") if "test" not in p.parts)
-    return _chunks(files, limit, rng)
-
-
-def prose_chunks(limit: int, rng: random.Random) -> list[str]:
-    """Installed packages' documentation: their docs files and the long descriptions (README)
-    in their METADATA, without the header fields (author names and e-mails)."""
-    site = Path(sysconfig.get_paths()["purelib"])
-    files = sorted(
-        p
-        for pattern in ("*.md", "*.rst", "*.txt", "METADATA")
-        for p in site.rglob(pattern)
-        if p.stat().st_size > 2000 and "LICENSE" not in p.name.upper()
-    )
-    return _chunks(files, limit, rng)
-
-
-def _chunks(files: list[Path], limit: int, rng: random.Random) -> list[str]:
-    out: list[str] = []
-    for path in files:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError):
-            continue
-        if path.name == "METADATA":
-            text = text.partition("\n\n")[2]
-        out.extend(text[i : i + CHUNK] for i in range(0, len(text) - CHUNK // 2, CHUNK))
-    rng.shuffle(out)
-    return out[:limit]
+def sample_chunks(chunks: list[Chunk], limit: int, rng: random.Random) -> list[str]:
+    """A seeded sample of the pattern-tier evaluation's real-text chunks (the same corpus, so
+    both evaluations speak of the same text); the model makes all of them too slow to read."""
+    texts = [chunk.text for chunk in chunks]
+    rng.shuffle(texts)
+    return texts[:limit]
 
 
 def false_alarms(chunks: list[str]) -> dict[str, float]:
@@ -298,8 +275,8 @@ def main() -> int:
             failures.append(f"{kind} {metric} {got:.3f} < {minimum}")
     rng = random.Random(args.seed)
     for name, chunks, limit in (
-        ("code", code_chunks(args.chunks, rng), CODE_LIMIT),
-        ("prose", prose_chunks(args.chunks, rng), PROSE_LIMIT),
+        ("code", sample_chunks(code_chunks(test_suites=False), args.chunks, rng), CODE_LIMIT),
+        ("prose", sample_chunks(prose_chunks(), args.chunks, rng), PROSE_LIMIT),
     ):
         fa = false_alarms(chunks)
         print(
@@ -308,8 +285,12 @@ def main() -> int:
             f"added by the tier {fa['tier_added']:.2%}, over the NER budget "
             f"{fa['unavailable']:.2%})"
         )
-        if fa["tier_added"] + fa["unavailable"] > limit:
-            failures.append(f"{name}: the tier raises {fa['tier_added']:.2%} > {limit:.1%}")
+        # The egress inspection's limits hold with the tier on: the pattern tier's share plus
+        # whatever the tier adds (or cannot read) stays under them.
+        if fa["with_tier"] + fa["unavailable"] > limit:
+            failures.append(
+                f"{name}: {fa['with_tier'] + fa['unavailable']:.2%} with the tier > {limit:.1%}"
+            )
     print(f"({time.perf_counter() - started:.0f} s)")
     for failure in failures:
         print("MISSED:", failure)

@@ -150,6 +150,12 @@ _DIAGNOSED = re.compile(
     r"discharged on|started on|prescribed)\s+)"
     r"((?:stage [0-9IV]+\s+)?[\w'\-]+(?:\s+[\w'\-]+){0,2})"
 )
+# Triggers that name a diagnosis in any text; the others (`history of`, `started on`,
+# `presents with`, `prescribed` ...) also open ordinary phrases and need clinical context.
+_DIAGNOSIS = re.compile(
+    r"(?i:\b(?:diagnosed with|diagnosed as|diagnosis of|dx:|suffers from|suffering from|"
+    r"tested positive for)\s)"
+)
 _MRN = re.compile(
     r"(?i:\b(?:MRN|medical record (?:number|no\.?|#)|patient (?:id|number|no\.?)|"
     r"chart (?:number|no\.?|#))\s*[:#]?\s*)([A-Z0-9][A-Z0-9\-]{4,19})\b"
@@ -225,7 +231,9 @@ def health(text: str, anchors: Anchors) -> Iterator[Span]:
             yield HEALTH, mrn.start(1), mrn.end(1)
             continue
         phrase = _DIAGNOSED.match(text, start)
-        if phrase is not None:
+        if phrase is not None and (
+            _DIAGNOSIS.match(text, start) is not None or _clinical_near(anchors, phrase.span())
+        ):
             found.append((phrase.start(1), phrase.end(1)))
     clinical = [start for start, _ in anchors.clinical]
     for start, end in anchors.term:
@@ -235,6 +243,19 @@ def health(text: str, anchors: Anchors) -> Iterator[Span]:
     for start, end in found:
         if _PERSON_REF.search(text, max(0, start - 300), min(len(text), end + 60)):
             yield HEALTH, start, end
+
+
+def _clinical_near(anchors: Anchors, span: tuple[int, int]) -> bool:
+    """A vocabulary term inside the phrase, or a clinical word other than its own trigger
+    within 120 characters: what tells `history of diabetes` from `the history of redirects`."""
+    start, end = span
+    for lo, hi in anchors.term:
+        if start <= lo and hi <= end:
+            return True
+    return any(
+        start - 120 <= lo and hi <= end + 120 and not (start <= lo < end)
+        for lo, hi in anchors.clinical
+    )
 
 
 def titled_people(text: str, anchors: Anchors) -> Iterator[Span]:

@@ -194,6 +194,10 @@ def test_authors_in_code_headers_do_not_combine_with_an_address(model: CountingM
         "What are the common symptoms of type 2 diabetes?",
         "Patients with asthma often use albuterol inhalers.",
         "Explain how metformin lowers blood sugar.",
+        # Phrases that open like a diagnosis in ordinary documentation.
+        "Your response keeps the history of redirects, so you can inspect each hop.",
+        "My service started on Monday and presents with two buttons you can press.",
+        "I prescribed the format of your config file: YAML, as the README says.",
     ],
 )
 def test_health_topics_without_a_person_are_not_health_details(
@@ -208,6 +212,19 @@ def test_health_details_about_someone_are_confidential_alone(model: CountingMode
         user("My mother was diagnosed with breast cancer last year."), ceiling=Level.INTERNAL
     )
     assert levels(findings) == {"phi.health": Level.CONFIDENTIAL}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "My father has a history of atrial fibrillation.",  # a condition the vocabulary knows
+        "She was started on a new regimen after her chart review.",  # clinical words near
+        "My son was diagnosed with something the doctors could not name.",  # a diagnosis verb
+    ],
+)
+def test_health_details_after_a_clinical_phrase(model: CountingModel, text: str) -> None:
+    findings = tier(model).scan(user(text), ceiling=Level.INTERNAL)
+    assert levels(findings).get("phi.health") == Level.CONFIDENTIAL
 
 
 def test_a_pattern_finding_is_a_companion(model: CountingModel) -> None:
