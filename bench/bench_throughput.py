@@ -170,6 +170,10 @@ class Series:
     upstream_cpu: float = 0.0
     client_cpu: float = 0.0
     rates: list[float] = field(default_factory=list)
+    # From the gateway's decision log: each request's time from the start of its Call to its
+    # outcome (`latency_ms`), and its upstream attempt's (`attempts[].duration_ms`).
+    inside: list[float] = field(default_factory=list)
+    upstream: list[float] = field(default_factory=list)
 
 
 def children_cpu() -> float:
@@ -195,6 +199,7 @@ class Target:
     server_pids: Callable[[], list[int]]
     uses_upstream: bool
     load: Load | None = None  # set when h2load drives it
+    decision_log: Path | None = None  # a gateway's, read after each round
 
 
 GRPC_HEADERS = ("content-type: application/grpc", "te: trailers")
@@ -256,6 +261,13 @@ async def measure(
     series.server_cpu += cpu_seconds(pids) - server0
     series.upstream_cpu += cpu_seconds([upstream_pid]) - upstream0
     series.client_cpu += self_cpu() + children_cpu() - client0
+    if target.decision_log is not None:
+        # Each line is written before its answer is sent, and targets run one at a time: the
+        # last len(latencies) lines are this round's.
+        lines = target.decision_log.read_text().splitlines()[-len(latencies) :]
+        for record in map(json.loads, lines):
+            series.inside.append(record["latency_ms"])
+            series.upstream += [a["duration_ms"] for a in record["attempts"]]
     series.latencies += latencies
     series.requests += len(latencies)
     series.wall += wall
@@ -350,7 +362,7 @@ async def run(
     upstream_pid: int,
     floor: str,
     floor_pid: int,
-    gateways: dict[str, tuple[str, int]],
+    gateways: dict[str, tuple[str, int, Path]],
 ) -> dict[str, int]:
     import openai
 
@@ -403,7 +415,7 @@ async def run(
                 grpc_load(floor, "Route"),
             )
         )
-    for label, (address, pid) in gateways.items():
+    for label, (address, pid, log) in gateways.items():
         stubs = spread(address)
         suffix = "" if label == "" else label
         pids = (lambda p: lambda: process_tree(p))(pid)
@@ -415,6 +427,7 @@ async def run(
                     pids,
                     False,
                     grpc_load(address, "Route"),
+                    log,
                 )
             )
         if "chat" in args.only:
@@ -425,6 +438,7 @@ async def run(
                     pids,
                     True,
                     grpc_load(address, "Chat"),
+                    log,
                 )
             )
     # The gateway's own upstream client (one keep-alive aiohttp session) or h2load over
@@ -505,6 +519,19 @@ async def run(
                 print(f"conc {concurrency}: chat{label} CPU / route CPU = {chat_cpu / r_cpu:.2f}")
             if r_cpu and floor_cpu:
                 print(f"conc {concurrency}: route{label} CPU / floor CPU = {r_cpu / floor_cpu:.2f}")
+    if 1 in args.concurrency:
+        print("at one caller, where a request's time goes (p50, ms):")
+        for target in targets:
+            s = results[(target.name, 1)]
+            if s.inside:
+                client, inside = pct(s.latencies, 50), statistics.median(s.inside)
+                upstream = statistics.median(s.upstream) if s.upstream else 0.0
+                rest = client - inside
+                print(
+                    f"  {target.name}: {client:.3f} at the client = {inside:.3f} from the Call's"
+                    f" start to its outcome (upstream attempt {upstream:.3f}) + {rest:.3f}"
+                    " gRPC in and out, decoding, encoding, telemetry"
+                )
     if 1 in args.concurrency and ("direct", 1) in results:
         direct_p50 = pct(results[("direct", 1)].latencies, 50)
         for label in gateways:
@@ -572,7 +599,7 @@ def main() -> None:
         wait_port(up_port)
         wait_port(floor_port)
         url = f"http://127.0.0.1:{up_port}/v1"
-        gateways: dict[str, tuple[str, int]] = {}
+        gateways: dict[str, tuple[str, int, Path]] = {}
         with tempfile.TemporaryDirectory() as tmp:
             trees = [("", ROOT)] + [
                 ("@" + spec.partition("=")[0], Path(spec.partition("=")[2]).resolve())
@@ -587,7 +614,7 @@ def main() -> None:
                         source, bench_config(url, folder, workers), folder
                     )
                     started.append(gateway)
-                    gateways[name] = (address, gateway.proc.pid)
+                    gateways[name] = (address, gateway.proc.pid, folder / "decisions.jsonl")
             expected = asyncio.run(
                 run(args, url, upstream.pid, f"127.0.0.1:{floor_port}", floor.pid, gateways)
             )
