@@ -255,7 +255,6 @@ def freeze_startup_heap() -> None:
 async def serve(config: Config, config_path: Path | None = None) -> None:
     """Run until SIGTERM or SIGINT, then drain and return. SIGHUP reloads access settings."""
     gateway = await start(config, config_path=config_path)
-    freeze_startup_heap()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -267,6 +266,8 @@ async def serve(config: Config, config_path: Path | None = None) -> None:
             gateway.reload_access()
 
     loop.add_signal_handler(signal.SIGHUP, reload)
+    # After the handlers: a signal during the collection is handled, not fatal.
+    freeze_startup_heap()
     await stop.wait()
     log.info("draining for up to %.1fs", config.server.grace_period_s)
     await gateway.stop()
