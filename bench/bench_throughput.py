@@ -539,10 +539,11 @@ async def run(
                 added = pct(results[("chat" + label, 1)].latencies, 50) - direct_p50
                 print(f"added latency at one caller, chat{label} p50 - direct p50: {added:.3f} ms")
     for label in gateways:
-        if label.startswith("/w") and 64 in args.concurrency and ("chat", 64) in results:
-            base = statistics.median(results[("chat", 64)].rates)
+        tree, _, workers = label.partition("/w")
+        if workers and ("chat" + tree, 64) in results and ("chat" + label, 64) in results:
+            base = statistics.median(results[("chat" + tree, 64)].rates)
             mine = statistics.median(results[("chat" + label, 64)].rates)
-            print(f"chat{label} / chat throughput at 64 callers: {mine / base:.2f}x")
+            print(f"chat{label} / chat{tree} throughput at 64 callers: {mine / base:.2f}x")
     for channel in channels:
         await channel.close()
     await direct.aclose()
