@@ -19,7 +19,7 @@ Cost: `phonenumbers.parse` + `is_valid_number` take 30-50 us per candidate and a
 number is parsed for every configured region. Candidates written with digits and separators
 only (nearly all that the scanner reports) are decided by `phone_metadata`, which replays the
 library's steps from its own metadata compiled once (~5 us); other shapes go to the library.
-`PhoneValidator(fast=False)` is the library-only reference the replay is tested against.
+The library-only decision the replay is tested against is tests/phone_reference.py.
 """
 
 from __future__ import annotations
@@ -126,20 +126,17 @@ def check_regions(regions: Iterable[str]) -> tuple[str, ...]:
 class PhoneValidator:
     """The `pii.phone` validator for one set of regions. Thread-safe (no state per call).
 
-    `fast=False` runs the decision as it was written first, with `phonenumbers.parse` +
-    `is_valid_number` for every candidate: the reference the fast path is tested against. By
-    default candidates written with digits and separators only (and a simple extension) are
-    decided by `phone_metadata` from the same metadata: ~5 us where the library takes 40 us
-    (`+44 ...`) to 0.6 ms (a national number, parsed for each of 19 regions)."""
+    Candidates written with digits and separators only (and a simple extension) are decided by
+    `phone_metadata` from the library's metadata: ~5 us where the library takes 40 us
+    (`+44 ...`) to 0.6 ms (a national number, parsed for each of 19 regions). The decision as
+    it was first written, with `phonenumbers.parse` + `is_valid_number` for every candidate, is
+    kept as the reference the tests compare against (tests/phone_reference.py)."""
 
-    def __init__(
-        self, regions: Sequence[str] = DEFAULT_REGIONS, *, cue: bool = False, fast: bool = True
-    ) -> None:
+    def __init__(self, regions: Sequence[str] = DEFAULT_REGIONS, *, cue: bool = False) -> None:
         self.regions = check_regions(regions) or DEFAULT_REGIONS
         # Shapes that ids and codes share (unseparated national numbers, 7-digit locals):
         # counted only after a phone word, however valid the digits are.
         self.cue = cue
-        self.fast = fast
         # Compiled once here: the configured regions, and those the international dialling
         # prefixes stand for (`00` is parsed as from Germany, `011` as from the US).
         self._metas = tuple(phone_metadata.region(region) for region in self.regions)
@@ -148,9 +145,8 @@ class PhoneValidator:
         self._metas_plus: tuple[phone_metadata.Meta | None, ...] = (None,)
 
     def __call__(self, data: bytes, start: int, end: int) -> bool:
-        if not self.fast:
-            return self._reference(data, start, end)
-        # The same decisions as `_reference`, cheapest first, with cheaper equivalents.
+        # The decisions of the library-only reference (tests/phone_reference.py), cheapest
+        # first, with cheaper equivalents.
         if _inside_number(data, start, end):
             return False
         start, end = _core(data, start, end)
@@ -229,58 +225,6 @@ class PhoneValidator:
             return None
         return self._replay(text, digits, plus=plain.group(1) is not None)
 
-    def _reference(self, data: bytes, start: int, end: int) -> bool:
-        """The decision with libphonenumber's parser and validator for every candidate: the
-        implementation the fast path replaces, kept as its reference."""
-        if _inside_number(data, start, end):
-            return False
-        start, end = _core(data, start, end)
-        if end - start < 7:
-            return False
-        text = data[start:end]
-        if _ZIP4.fullmatch(text) or _NOT_PHONE_BEFORE.search(data, max(0, start - 12), start):
-            return False
-        number = text
-        ext = _EXTENSION.search(text)
-        if ext is not None:
-            number = text[: ext.start()]
-        digits = bytes(b for b in number if 48 <= b <= 57)
-        if len(digits) == 11 and digits.startswith(b"1"):
-            digits = digits[1:]
-        if (len(digits) == 10 and digits[3:6] == b"555" and digits[6:8] == b"01") or (
-            len(digits) == 7 and digits.startswith(b"55501")
-        ):
-            return False
-        if _DATE_SHAPE.fullmatch(number):
-            return False
-        cued: bool | None = None
-        if self.cue or len(digits) < 8:
-            # Short numbers and id-like shapes need a phone word (or a phone column).
-            cued = self._cued(data, start)
-            if not cued:
-                return False
-        possible = False
-        for parsed in list(self._parses(text.decode("ascii", "replace"))):
-            if phonenumbers.is_valid_number(parsed):
-                return True
-            reason = phonenumbers.is_possible_number_with_reason(parsed)
-            if reason in (ValidationResult.IS_POSSIBLE, ValidationResult.IS_POSSIBLE_LOCAL_ONLY):
-                possible = True
-        if not possible:
-            return False
-        if _NANP_SHAPE.fullmatch(number.strip()) or number.startswith(b"+"):
-            # Written in full NANP groups, or in E.164 form with its `+`: no id looks so.
-            return True
-        return cued if cued is not None else self._cued(data, start)
-
-    @staticmethod
-    def _cued(data: bytes, start: int) -> bool:
-        """A phone word in the 40 bytes before the number, or the number sits in a delimited
-        table's column whose header is a phone word (a CSV export)."""
-        if _CUE.search(data, max(0, start - 40), start) is not None:
-            return True
-        return _csv_phone_column(data, start + 1)
-
     def _library_verdict(self, text: str) -> Verdict:
         """`phonenumbers.parse` + `is_valid_number` / `is_possible_number_with_reason` for each
         region the text is read for, parsed one after the other: the first valid one ends it
@@ -319,7 +263,9 @@ def cued_validator(config: InspectionConfig) -> PhoneValidator:
 
 
 def _cued_fast(data: bytes, start: int) -> bool:
-    """`PhoneValidator._cued`, with the faster equivalent pattern and column check."""
+    """A phone word in the 40 bytes before the number, or the number sits in a delimited
+    table's column whose header is a phone word (a CSV export). `_CUE` and
+    `_csv_phone_column`, with a faster equivalent pattern and column check."""
     if _CUE_SCAN.search(data, max(0, start - 40), start) is not None:
         return True
     return _in_phone_column(data, start + 1)
