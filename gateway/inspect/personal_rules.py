@@ -247,15 +247,23 @@ def health(text: str, anchors: Anchors) -> Iterator[Span]:
 
 def _clinical_near(anchors: Anchors, span: tuple[int, int]) -> bool:
     """A vocabulary term inside the phrase, or a clinical word other than its own trigger
-    within 120 characters: what tells `history of diabetes` from `the history of redirects`."""
+    within 120 characters: what tells `history of diabetes` from `the history of redirects`.
+    Both lists are in text order: each look is a bisection and a window of a few anchors."""
     start, end = span
-    for lo, hi in anchors.term:
-        if start <= lo and hi <= end:
+    terms = anchors.term
+    index = bisect.bisect_left(terms, (start, 0))
+    while index < len(terms) and terms[index][0] < end:
+        if terms[index][1] <= end:
             return True
-    return any(
-        start - 120 <= lo and hi <= end + 120 and not (start <= lo < end)
-        for lo, hi in anchors.clinical
-    )
+        index += 1
+    clinical = anchors.clinical
+    index = bisect.bisect_left(clinical, (start - 120, 0))
+    while index < len(clinical) and clinical[index][0] < end + 120:
+        lo, hi = clinical[index]
+        if hi <= end + 120 and not (start <= lo < end):
+            return True
+        index += 1
+    return False
 
 
 def titled_people(text: str, anchors: Anchors) -> Iterator[Span]:
