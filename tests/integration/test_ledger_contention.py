@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from gateway.budget.sqlite import SqliteLedger
-from gateway.config import parse_config
+from tests.integration.test_ledger import make_config
 
 pytestmark = pytest.mark.integration
 
@@ -37,22 +37,7 @@ class CountingExecutor(ThreadPoolExecutor):
 @pytest.fixture
 async def ledger(tmp_path: Path) -> AsyncIterator[SqliteLedger]:
     path = tmp_path / "ledger.sqlite3"
-    config = parse_config(
-        {
-            "models": {
-                "m": {
-                    "provider": "openai",
-                    "upstream_model": "gpt-5-mini",
-                    "base_url": "https://api.openai.com/v1",
-                    "location": "cloud",
-                    "clearance": "INTERNAL",
-                }
-            },
-            "default_model": "m",
-            "budgets": BUDGET,
-            "ledger": {"backend": "sqlite", "path": str(path)},
-        }
-    )
+    config = make_config(BUDGET, backend="sqlite", path=path, url=None)
     opened = SqliteLedger(config, path)
     await opened.open()
     opened._executor = CountingExecutor()
