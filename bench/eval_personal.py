@@ -39,6 +39,7 @@ from gateway.chat import ChatMessage, ChatParams  # noqa: E402
 from gateway.config import InspectionConfig  # noqa: E402
 from gateway.inspect import Inspector, effective_level, normalize  # noqa: E402
 from gateway.inspect.detectors import BUILTINS  # noqa: E402
+from gateway.inspect.leads import Led  # noqa: E402
 from gateway.inspect.personal import PersonalTier, PersonalUnavailable  # noqa: E402
 from gateway.levels import Level  # noqa: E402
 from tests.data.personal_eval import TYPES, generate  # noqa: E402
@@ -86,8 +87,9 @@ class PhoneFinder:
             if builtin.id != "pii.phone":
                 continue
             check = builtin.configure(config) if builtin.configure else builtin.validator
-            for expression in builtin.patterns:
-                self.entries.append((expression, check))
+            for pattern in builtin.patterns:
+                whole = pattern.expression if isinstance(pattern, Led) else pattern
+                self.entries.append((whole, check))
         self.db = hyperscan.Database()
         self.db.compile(
             expressions=[e for e, _ in self.entries],

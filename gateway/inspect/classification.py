@@ -17,6 +17,7 @@ from gateway.errors import InternalError
 from gateway.inspect import validators as v
 from gateway.inspect.detectors import BUILTINS, ENCODED, ENCODED_BASE64, KINDS, SUBSUMED_BY
 from gateway.inspect.findings import Finding, Location
+from gateway.inspect.leads import Lead, Led
 from gateway.inspect.normalize import normalize
 from gateway.inspect.segments import ScanBuffer, Segment
 from gateway.levels import Level
@@ -33,6 +34,13 @@ class _Pattern:
     database: int = 0
     # Characters a finding's span keeps at its ends (boundary characters are trimmed).
     inner: frozenset[int] = v.ALNUM
+    # Checked before the start Hyperscan reports, not scanned (`gateway.inspect.leads`).
+    lead: Lead | None = None
+
+    @property
+    def whole(self) -> bytes:
+        """The expression with its lead: what a match means."""
+        return self.expression if self.lead is None else self.lead.expression + self.expression
 
 
 def marker_id(marker: str) -> str:
@@ -74,11 +82,14 @@ def _text_flags(expression: bytes) -> int:
     return hyperscan.HS_FLAG_UTF8 | hyperscan.HS_FLAG_UCP if not expression.isascii() else 0
 
 
-def _compile(patterns: list[_Pattern], ids: list[int] | None = None) -> hyperscan.Database:
-    """`ids`: what each pattern reports as (default: its position)."""
+def _compile(
+    patterns: list[_Pattern], ids: list[int] | None = None, *, whole: bool = False
+) -> hyperscan.Database:
+    """`ids`: what each pattern reports as (default: its position). `whole`: each pattern with
+    its lead (the rescan database)."""
     database = hyperscan.Database(mode=hyperscan.HS_MODE_BLOCK)
     database.compile(
-        expressions=[p.expression for p in patterns],
+        expressions=[p.whole if whole else p.expression for p in patterns],
         ids=ids if ids is not None else list(range(len(patterns))),
         elements=len(patterns),
         flags=[p.flags for p in patterns],
@@ -128,6 +139,10 @@ class Classifier:
             _compile([self._patterns_by_id[i] for i in ids], ids)
             for _, ids in sorted(groups.items())
         )
+        led = [i for i, p in enumerate(self._patterns_by_id) if p.lead is not None]
+        self._rescan_database = (
+            _compile([self._patterns_by_id[i] for i in led], led, whole=True) if led else None
+        )
         self._local = threading.local()
 
     @property
@@ -146,6 +161,8 @@ class Classifier:
         self._encoded = next(
             (i for i, p in enumerate(patterns) if p.detector == ENCODED_BASE64), -1
         )
+        self._leads = tuple(p.lead for p in patterns)
+        self._any_lead = any(lead is not None for lead in self._leads)
 
     @property
     def detector_levels(self) -> dict[str, Level]:
@@ -185,17 +202,20 @@ class Classifier:
         patterns = [
             _Pattern(
                 b.id,
-                expr,
+                expr.core if isinstance(expr, Led) else expr,
                 (som if b.som else 0) | (hyperscan.HS_FLAG_CASELESS if b.caseless else 0),
                 b.configure(config) if b.configure is not None else b.validator,
                 b.locate,
                 b.kind,
                 b.database,
                 b.inner,
+                expr.lead if isinstance(expr, Led) else None,
             )
             for b in (*BUILTINS, ENCODED)
             for expr in b.patterns
         ]
+        # A lead is confirmed before the start Hyperscan reports: it needs that start.
+        assert all(p.flags & som for p in patterns if p.lead is not None)
         for marker in config.markers:
             if not marker.strip():
                 raise ValueError("inspection.markers: a marker must not be empty")
@@ -214,10 +234,14 @@ class Classifier:
         return patterns
 
     def _scratches(self) -> tuple[hyperscan.Scratch, ...]:
+        """One per database, the rescan database last (if any)."""
         # Hyperscan scratch space is per thread and database; made by each thread that scans.
         scratches: tuple[hyperscan.Scratch, ...] | None = getattr(self._local, "scratches", None)
         if scratches is None:
-            scratches = tuple(hyperscan.Scratch(database) for database in self._databases)
+            databases = self._databases
+            if self._rescan_database is not None:
+                databases += (self._rescan_database,)
+            scratches = tuple(hyperscan.Scratch(database) for database in databases)
             self._local.scratches = scratches
         return scratches
 
@@ -254,16 +278,58 @@ class Classifier:
         return self._assemble(located)
 
     def _scan(self, data: bytes) -> list[tuple[int, int, int]]:
+        """(pattern, start, end) of every match, as if each pattern were scanned with its lead."""
         hits: list[tuple[int, int, int]] = []
         try:
-            for database, scratch in zip(self._databases, self._scratches(), strict=True):
+            scratches = self._scratches()
+            for database, scratch in zip(self._databases, scratches, strict=False):
                 database.scan(data, match_event_handler=_collect, context=hits, scratch=scratch)
+            if hits and self._any_lead:
+                hits = self._with_leads(data, hits, scratches[-1])
         except hyperscan.error as exc:
             raise InternalError(
                 f"inspection failed: the pattern scan raised {type(exc).__name__}",
                 reason="INSPECTION_FAILED",
             ) from None
         return hits
+
+    def _with_leads(
+        self, data: bytes, hits: list[tuple[int, int, int]], scratch: hyperscan.Scratch
+    ) -> list[tuple[int, int, int]]:
+        """Led patterns' hits moved to their lead's start; dropped where no lead fits."""
+        leads = self._leads
+        out = []
+        for hit in hits:
+            lead = leads[hit[0]]
+            if lead is None:
+                out.append(hit)
+                continue
+            index, start, end = hit
+            begin = lead.start(data, start)
+            if begin is not None:
+                out.append((index, begin, end))
+            elif data[start : end - 1].translate(None, lead.others):
+                # A later start of the core inside this match may have its lead: the window
+                # is scanned again with the whole pattern (see gateway.inspect.leads).
+                found = self._rescan(data, index, start - lead.width, end, scratch)
+                if found is not None:
+                    out.append((index, found, end))
+        return out
+
+    def _rescan(
+        self, data: bytes, index: int, begin: int, end: int, scratch: hyperscan.Scratch
+    ) -> int | None:
+        """The leftmost start of pattern `index` (with its lead) ending at `end`, if any."""
+        assert self._rescan_database is not None
+        begin = max(0, begin)
+        hits: list[tuple[int, int, int]] = []
+        self._rescan_database.scan(
+            data[begin:end], match_event_handler=_collect, context=hits, scratch=scratch
+        )
+        for pattern, start, stop in hits:
+            if pattern == index and stop == end - begin:
+                return begin + start
+        return None
 
     def _decoded_buffer(
         self, buffer: ScanBuffer, hits: list[tuple[int, int, int]]

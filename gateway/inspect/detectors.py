@@ -4,7 +4,9 @@ Patterns carry their own boundaries as consumed character classes (Hyperscan has
 lookaround): a number must not be the middle of a longer number, a token not the middle of a
 longer token. That keeps a long run of digits from producing a candidate at every offset, so
 the callback count stays proportional to real candidates. The scanned buffer is padded with a
-newline on both sides, so the classes also match at the ends of the text.
+newline on both sides, so the classes also match at the ends of the text. A boundary before a
+number (or before letters) is a `Led` lead: checked in Python, not scanned, because it would
+keep Hyperscan from skipping over prose (see `gateway.inspect.leads`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from gateway.config import InspectionConfig
 from gateway.inspect import national_ids, phones
 from gateway.inspect import validators as v
+from gateway.inspect.leads import Lead, Led, led
 from gateway.levels import Level
 
 
@@ -22,7 +25,7 @@ from gateway.levels import Level
 class Builtin:
     id: str
     level: Level
-    patterns: tuple[bytes, ...]
+    patterns: tuple[bytes | Led, ...]
     validator: v.Validator | None
     caseless: bool = False
     # Start-of-match tracking is exact but slow on long variable prefixes; those detectors
@@ -48,54 +51,59 @@ class Builtin:
 # registered length, so an upper-case word right after the IBAN does not hide it. (Registered
 # country codes or per-country lengths inside the pattern were tried: the 2 KB scan went from
 # ~7 to 20-50 us.)
-_IBAN = rb"[^0-9A-Za-z][A-Za-z]{2}[0-9]{2}(?:[ \-]?[0-9A-Za-z]){11,30}[^0-9A-Za-z]"
+_IBAN = led(rb"[^0-9A-Za-z]", rb"[A-Za-z]{2}[0-9]{2}(?:[ \-]?[0-9A-Za-z]){11,30}[^0-9A-Za-z]")
 
 # A label glued to a number by a dash or underscore (`PAN-4539...`, `SSN-536-...`, `cc_4539`)
 # is a boundary too; a digit, dot or dash before the number is not (part of a longer number).
-_LEAD = rb"(?:[^0-9A-Za-z_.\-]|[A-Za-z][_\-])"
+_LEAD = Lead(((rb"[^0-9A-Za-z_.\-]",), (rb"[A-Za-z]", rb"[_\-]")))
 # Every card-scheme issuer prefix (checked in full by `v.payment_card`) starts with 2-6, or is
 # the old 15-digit JCB 1800: a run of other digits ("1 1 1 ...") gives no candidate. Groups are
 # separated by one dash or one or two spaces. The exact prefixes as a pattern scan slower.
-_CARD = _LEAD + rb"(?:18|[2-6])(?:(?:-| {1,2})?[0-9]){11,18}(?:[^0-9A-Za-z_.\-]|[.\-][^0-9])"
-_SSN = (
-    rb"(?:[^0-9A-Za-z\-]|[A-Za-z]-)(?:[0-9]{3}-[0-9]{2}-[0-9]{4}|[0-9]{3} [0-9]{2} [0-9]{4})"
-    rb"[^0-9A-Za-z\-]"
+_CARD = Led(_LEAD, rb"(?:18|[2-6])(?:(?:-| {1,2})?[0-9]){11,18}(?:[^0-9A-Za-z_.\-]|[.\-][^0-9])")
+_SSN = Led(
+    Lead(((rb"[^0-9A-Za-z\-]",), (rb"[A-Za-z]", rb"-"))),
+    rb"(?:[0-9]{3}-[0-9]{2}-[0-9]{4}|[0-9]{3} [0-9]{2} [0-9]{4})[^0-9A-Za-z\-]",
 )
-_NINO = rb"[^0-9A-Za-z][A-Za-z]{2} ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-Da-d][^0-9A-Za-z]"
+_NINO = led(rb"[^0-9A-Za-z]", rb"[A-Za-z]{2} ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-Da-d][^0-9A-Za-z]")
 # From the `@` on: a literal anchors the scan; the local part is found by walking back.
 _EMAIL = rb"@[A-Za-z0-9\-]+(?:\.[A-Za-z0-9\-]+)*\.[A-Za-z]{2,24}[^A-Za-z0-9]"
 # Phone candidates; `phones.PhoneValidator` (libphonenumber) decides. Each may end in an
 # extension (`x1234`, `ext. 12`, `#12`); every end is reported and the longest valid one counts.
 _PHONE_EXT = rb"(?:[ ]?(?:[xX#]|[eE][xX][tT]\.?|extension)[ ]?[0-9]{1,6})?"
-_PHONE_INTL = (
-    rb"[^0-9A-Za-z+/.\-](?:\+|00|011[ .\-]?)[1-9][0-9]{0,2}(?:[ .\-]?\(?[0-9]{1,8}\)?){1,6}"
+_PHONE_INTL = led(
+    rb"[^0-9A-Za-z+/.\-]",
+    rb"(?:\+|00|011[ .\-]?)[1-9][0-9]{0,2}(?:[ .\-]?\(?[0-9]{1,8}\)?){1,6}"
     + _PHONE_EXT
-    + rb"[^0-9A-Za-z]"
+    + rb"[^0-9A-Za-z]",
 )
-_PHONE_NANP = (
-    rb"[^0-9A-Za-z+\-./](?:1[ .\-])?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .\-])"
-    rb"[2-9][0-9]{2}[ .\-][0-9]{4}" + _PHONE_EXT + rb"[^0-9A-Za-z]"
-)
-_PHONE_TRUNK = (
-    rb"[^0-9A-Za-z+\-./:]\(?0[1-9][0-9]{0,3}\)?(?:[ \-][0-9]{2,8}){1,4}"
+_PHONE_NANP = led(
+    rb"[^0-9A-Za-z+\-./]",
+    rb"(?:1[ .\-])?(?:\([2-9][0-9]{2}\) ?|[2-9][0-9]{2}[ .\-])[2-9][0-9]{2}[ .\-][0-9]{4}"
     + _PHONE_EXT
-    + rb"(?:[^0-9A-Za-z\-:./]|[.][^0-9])"
+    + rb"[^0-9A-Za-z]",
+)
+_PHONE_LEAD = rb"[^0-9A-Za-z+\-./:]"
+_PHONE_TRUNK = led(
+    _PHONE_LEAD,
+    rb"\(?0[1-9][0-9]{0,3}\)?(?:[ \-][0-9]{2,8}){1,4}"
+    + _PHONE_EXT
+    + rb"(?:[^0-9A-Za-z\-:./]|[.][^0-9])",
 )
 # Brazil's `(11) 98765-4321`, `86 6232-8601`: area code without a trunk zero.
-_PHONE_BR = rb"[^0-9A-Za-z+\-./:]\(?[1-9][0-9]\)? 9?[2-9][0-9]{3}-[0-9]{4}[^0-9A-Za-z\-]"
+_PHONE_BR = led(_PHONE_LEAD, rb"\(?[1-9][0-9]\)? 9?[2-9][0-9]{3}-[0-9]{4}[^0-9A-Za-z\-]")
 # Shapes ids share: 7-digit local numbers, unseparated national numbers (only after a phone
 # word: `PhoneValidator(cue=True)`).
-_PHONE_LOCAL = rb"[^0-9A-Za-z+\-./:][2-9][0-9]{2}[\-.][0-9]{4}" + _PHONE_EXT + rb"[^0-9A-Za-z\-]"
-_PHONE_PLAIN = rb"[^0-9A-Za-z+\-./:][0-9]{7,12}" + _PHONE_EXT + rb"[^0-9A-Za-z\-]"
+_PHONE_LOCAL = led(_PHONE_LEAD, rb"[2-9][0-9]{2}[\-.][0-9]{4}" + _PHONE_EXT + rb"[^0-9A-Za-z\-]")
+_PHONE_PLAIN = led(_PHONE_LEAD, rb"[0-9]{7,12}" + _PHONE_EXT + rb"[^0-9A-Za-z\-]")
 # Ten digits in NANP groups whatever the area code; eight-digit locals (`5527 9357`).
-_PHONE_GROUPED = (
-    rb"[^0-9A-Za-z+\-./:](?:1 ?)?\(?[0-9]{3}\)?[ .\-]?[0-9]{3}[ .\-][0-9]{4}"
-    + _PHONE_EXT
-    + rb"[^0-9A-Za-z\-]"
+_PHONE_GROUPED = led(
+    _PHONE_LEAD,
+    rb"(?:1 ?)?\(?[0-9]{3}\)?[ .\-]?[0-9]{3}[ .\-][0-9]{4}" + _PHONE_EXT + rb"[^0-9A-Za-z\-]",
 )
-_PHONE_EIGHT = rb"[^0-9A-Za-z+\-./:][0-9]{4}[ .\-][0-9]{4}" + _PHONE_EXT + rb"[^0-9A-Za-z\-.]"
-_IPV4 = (
-    rb"[^0-9A-Za-z.][0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?:[^0-9A-Za-z.]|\.[^0-9A-Za-z])"
+_PHONE_EIGHT = led(_PHONE_LEAD, rb"[0-9]{4}[ .\-][0-9]{4}" + _PHONE_EXT + rb"[^0-9A-Za-z\-.]")
+_IPV4 = led(
+    rb"[^0-9A-Za-z.]",
+    rb"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}(?:[^0-9A-Za-z.]|\.[^0-9A-Za-z])",
 )
 # From the first `:` on: a literal anchors the scan (the leading group is found by walking
 # back, and `v.ipv6_kind` checks the whole address shape, leading boundary included).

@@ -24,6 +24,8 @@ from stdnum.in_ import aadhaar
 from stdnum.it import codicefiscale
 from stdnum.nl import bsn
 
+from gateway.inspect.leads import Lead, Led, led
+
 Validator = Callable[[bytes, int, int], bool]
 
 _L = rb"[^0-9A-Za-z\-.]"  # leading boundary: not inside a longer token or number
@@ -64,43 +66,67 @@ _CA_CUE = _cue(rb"\bsin\b|social\s+insurance|\bnas\b|assurance\s+sociale")
 _IN_CUE = _cue(rb"aadhaar|aadhar|\buid\b|\xe0\xa4\x86\xe0\xa4\xa7\xe0\xa4\xbe\xe0\xa4\xb0")
 _BR_CUE = _cue(rb"\bcpf\b|cadastro")
 
+# The codice fiscale's seven digit positions may each be replaced by a letter (omocodia), from
+# the right: every code issued with up to six replacements keeps its first digit, the 7th
+# character, and is scanned from that digit on (a pattern led by six letters would keep the
+# whole scan from skipping over prose). The 7th character as a letter is scanned in upper case
+# only: all seven replaced, or a hand-made code (docs/inspection.md).
+_CF_X = rb"[0-9LMNPQRSTUVlmnpqrstuv]"
+_CF_FROM_DIGIT = Led(
+    Lead(((_L,) + (rb"[A-Za-z]",) * 6,)),
+    rb"[0-9]"
+    + _CF_X
+    + rb"[A-Ea-eHhLlMmPpRrSsTt]"
+    + _CF_X
+    + rb"{2}[A-Za-z]"
+    + _CF_X
+    + rb"{3}[A-Za-z]"
+    + _T,
+)
+_CF_UPPER = led(
+    _L,
+    rb"[A-Z]{6}[LMNPQRSTUV][0-9LMNPQRSTUV][A-EHLMPRST][0-9LMNPQRSTUV]{2}[A-Z]"
+    rb"[0-9LMNPQRSTUV]{3}[A-Z]" + _T,
+)
+
 # (detector id, Hyperscan pattern, validator); registered in `detectors.BUILTINS`, RESTRICTED.
-DETECTORS: tuple[tuple[str, bytes, Validator], ...] = (
+# Each pattern is led by the boundary `_L`, checked in Python (`gateway.inspect.leads`).
+DETECTORS: tuple[tuple[str, Led, Validator], ...] = (
     # Steuerliche Identifikationsnummer: 11 digits, `12 345 678 901` or compact.
-    (
-        "gov.de_tax_id",
-        _L + rb"[1-9][0-9](?: ?[0-9]{3}){3}" + _T,
-        _check(idnr, _DE_CUE),
-    ),
+    ("gov.de_tax_id", led(_L, rb"[1-9][0-9](?: ?[0-9]{3}){3}" + _T), _check(idnr, _DE_CUE)),
     # NIR (numéro de sécurité sociale): sex, year, month, département (2A/2B), commune, order,
     # key; spaced or compact.
     (
         "gov.fr_nir",
-        _L
-        + rb"[1-478] ?[0-9]{2} ?[0-9]{2} ?(?:[0-9]{2}|2[ABab]) ?[0-9]{3} ?[0-9]{3} ?[0-9]{2}"
-        + _T,
+        led(
+            _L,
+            rb"[1-478] ?[0-9]{2} ?[0-9]{2} ?(?:[0-9]{2}|2[ABab]) ?[0-9]{3} ?[0-9]{3} ?[0-9]{2}"
+            + _T,
+        ),
         _check(nir),
     ),
-    ("gov.es_dni", _L + rb"[0-9]{8}[ \-]?[A-Za-z]" + _T, _check(dni)),
-    ("gov.es_nie", _L + rb"[XYZxyz][ \-]?[0-9]{7}[ \-]?[A-Za-z]" + _T, _check(nie)),
-    (
-        "gov.it_codice_fiscale",
-        _L
-        + rb"[A-Za-z]{6}[0-9LMNPQRSTUVlmnpqrstuv]{2}[A-Ea-eHhLlMmPpRrSsTt]"
-        + rb"[0-9LMNPQRSTUVlmnpqrstuv]{2}[A-Za-z][0-9LMNPQRSTUVlmnpqrstuv]{3}[A-Za-z]"
-        + _T,
-        _check(codicefiscale),
-    ),
+    ("gov.es_dni", led(_L, rb"[0-9]{8}[ \-]?[A-Za-z]" + _T), _check(dni)),
+    ("gov.es_nie", led(_L, rb"[XYZxyz][ \-]?[0-9]{7}[ \-]?[A-Za-z]" + _T), _check(nie)),
+    ("gov.it_codice_fiscale", _CF_FROM_DIGIT, _check(codicefiscale)),
+    ("gov.it_codice_fiscale", _CF_UPPER, _check(codicefiscale)),
     # Burgerservicenummer: 9 digits (11-proof), `1234.56.782` or compact.
-    ("gov.nl_bsn", _L + rb"[0-9]{4}\.?[0-9]{2}\.?[0-9]{3}" + _T, _check(bsn, _NL_CUE)),
+    ("gov.nl_bsn", led(_L, rb"[0-9]{4}\.?[0-9]{2}\.?[0-9]{3}" + _T), _check(bsn, _NL_CUE)),
     # Aadhaar: 12 digits, Verhoeff; grouped 4-4-4 counts alone, compact after a cue.
-    ("gov.in_aadhaar", _L + rb"[2-9][0-9]{3}[ \-][0-9]{4}[ \-][0-9]{4}" + _T, _check(aadhaar)),
-    ("gov.in_aadhaar", _L + rb"[2-9][0-9]{11}" + _T, _check(aadhaar, _IN_CUE)),
+    (
+        "gov.in_aadhaar",
+        led(_L, rb"[2-9][0-9]{3}[ \-][0-9]{4}[ \-][0-9]{4}" + _T),
+        _check(aadhaar),
+    ),
+    ("gov.in_aadhaar", led(_L, rb"[2-9][0-9]{11}" + _T), _check(aadhaar, _IN_CUE)),
     # Social Insurance Number: 9 digits, Luhn.
-    ("gov.ca_sin", _L + rb"[0-9]{3}[ \-]?[0-9]{3}[ \-]?[0-9]{3}" + _T, _check(sin, _CA_CUE)),
+    (
+        "gov.ca_sin",
+        led(_L, rb"[0-9]{3}[ \-]?[0-9]{3}[ \-]?[0-9]{3}" + _T),
+        _check(sin, _CA_CUE),
+    ),
     # CPF: `123.456.789-09` counts alone, compact after a cue.
-    ("gov.br_cpf", _L + rb"[0-9]{3}\.[0-9]{3}\.[0-9]{3}-[0-9]{2}" + _T, _check(cpf)),
-    ("gov.br_cpf", _L + rb"[0-9]{11}" + _T, _check(cpf, _BR_CUE)),
+    ("gov.br_cpf", led(_L, rb"[0-9]{3}\.[0-9]{3}\.[0-9]{3}-[0-9]{2}" + _T), _check(cpf)),
+    ("gov.br_cpf", led(_L, rb"[0-9]{11}" + _T), _check(cpf, _BR_CUE)),
 )
 
 IDS: frozenset[str] = frozenset(d[0] for d in DETECTORS)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -290,7 +291,7 @@ def test_validator_failure_fails_closed_without_the_value(
 
     classifier = inspector._classifier
     patterns = tuple(
-        p.__class__(p.detector, p.expression, p.flags, broken, p.locate)
+        dataclasses.replace(p, validator=broken)
         if p.detector == "gov.us_ssn"
         else p
         for p in classifier._patterns_by_id
@@ -426,7 +427,7 @@ def test_card_after_a_short_digit_group_and_no_candidates_outside_the_schemes(
 
     classifier = inspector._classifier
     patterns = tuple(
-        p.__class__(p.detector, p.expression, p.flags, counting, p.locate)
+        dataclasses.replace(p, validator=counting)
         if p.detector == "fin.payment_card"
         else p
         for p in classifier._patterns_by_id
