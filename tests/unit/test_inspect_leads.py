@@ -1,7 +1,9 @@
 """Led patterns (Hyperscan scans the core, Python checks the lead: `gateway.inspect.leads`)
 report exactly what scanning each whole pattern would: the same pattern, leftmost start and end,
 on the labelled corpus, real code and prose from this machine, and adversarial text built to
-put a value's start after a letter, inside a longer number, or after a glued label."""
+put a value's start after a letter, inside a longer number, or after a glued label. Both of the
+classifier's paths are compared: the led databases (text) and the whole ones (digit-dense
+input)."""
 
 from __future__ import annotations
 
@@ -16,8 +18,8 @@ import hyperscan
 import pytest
 
 from gateway.config import InspectionConfig
-from gateway.inspect import normalize
-from gateway.inspect.classification import Classifier, _compile
+from gateway.inspect import classification, normalize
+from gateway.inspect.classification import Classifier, _compile, _digit_dense
 from gateway.inspect.leads import Lead, led
 
 DATA = Path(__file__).resolve().parent.parent / "data"
@@ -50,6 +52,14 @@ def classifier() -> Classifier:
 @pytest.fixture(scope="module")
 def reference(classifier: Classifier) -> Reference:
     return Reference(classifier)
+
+
+@pytest.fixture(params=["led", "whole"])
+def path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test runs on both paths, whatever the input's size and digits."""
+    monkeypatch.setattr(classification, "_DENSE_MIN_BYTES", 0)
+    monkeypatch.setattr(classification, "_DENSE_DIGITS", 2.0 if request.param == "led" else -1.0)
+    return str(request.param)
 
 
 def assert_same(classifier: Classifier, reference: Reference, texts: Iterator[str]) -> int:
@@ -101,18 +111,24 @@ def test_most_number_patterns_are_led(classifier: Classifier) -> None:
     assert "gov.it_codice_fiscale" in led_detectors
 
 
-def test_same_hits_on_adversarial_text(classifier: Classifier, reference: Reference) -> None:
+def test_same_hits_on_adversarial_text(
+    classifier: Classifier, reference: Reference, path: str
+) -> None:
     assert assert_same(classifier, reference, iter(ADVERSARIAL)) == len(ADVERSARIAL)
     assert assert_same(classifier, reference, _random_texts(20_000)) == 20_000
 
 
-def test_same_hits_on_the_labelled_corpus(classifier: Classifier, reference: Reference) -> None:
+def test_same_hits_on_the_labelled_corpus(
+    classifier: Classifier, reference: Reference, path: str
+) -> None:
     lines = (DATA / "inspect_corpus.jsonl").read_text().splitlines()
     texts = (json.loads(line)["text"] for line in lines if line.strip())
     assert assert_same(classifier, reference, texts) == len(lines)
 
 
-def test_same_hits_on_real_code_and_prose(classifier: Classifier, reference: Reference) -> None:
+def test_same_hits_on_real_code_and_prose(
+    classifier: Classifier, reference: Reference, path: str
+) -> None:
     root = Path(sysconfig.get_paths()["stdlib"])
     files = sorted(root.glob("*.py"))[::3] + sorted(root.rglob("*.rst"))[:50]
     texts = (path.read_text(encoding="utf-8", errors="replace") for path in files)
@@ -152,3 +168,11 @@ def test_lead_start_takes_the_widest_alternative_that_fits() -> None:
     assert overlapping.start(b"ab4", 2) == 0  # leftmost
     with pytest.raises(ValueError, match="within one byte"):
         Lead(((rb"[a]",), (rb"[a]", rb"[b]", rb"[c]")))
+
+
+def test_digit_dense_input_takes_the_whole_databases() -> None:
+    rows = "\n".join(f"{n},{n * 7},{n * 13 % 1000}" for n in range(3000)).encode()
+    prose = b"The team reviewed the rollout plan, 3 owners and 2 risks. " * 400
+    assert _digit_dense(rows)
+    assert not _digit_dense(prose)
+    assert not _digit_dense(rows[:2048])  # small inputs are not sampled
