@@ -1,8 +1,8 @@
 """Inspection latency: classification + task type + complexity + token estimate.
 
-Prints p50/p99 for a 2 KB and a 100 KB prompt, then pathological inputs at doubling sizes
-(time per KB should stay flat: linear). Targets: 2 KB p50 within 2x of the previous engine's
-(57 us on the developers' bench), 100 KB <= 1 ms.
+Prints p50/p99 for a 2 KB and a 100 KB prompt and 100 KB of pasted log lines (digit-dense),
+then pathological inputs at doubling sizes (time per KB should stay flat: linear). Targets:
+2 KB p50 within 2x of the previous engine's (57 us on the developers' bench), 100 KB <= 1 ms.
 
 `--baseline DIR` also measures the `gateway` package of another checkout (for example
 `git worktree add /tmp/old-inspect <commit>`). Each engine runs in its own child process (two
@@ -82,6 +82,15 @@ class Engine:
     def text(self, text: str) -> Any:
         return self.params(messages=(self.message(role="user", content=text),))
 
+    def logs(self, size: int) -> Any:
+        """Log lines pasted for diagnosis: ~40% digits (timestamps, ids, addresses)."""
+        lines = (
+            f"2026-12-02T09:{n % 60:02d}:{n * 7 % 60:02d}Z INFO request {40000 + n * 37} took "
+            f"{n * 13 % 900 + 12} ms from 10.20.{n % 250}.{n * 3 % 250} status 200"
+            for n in range(size // 60 + 1)
+        )
+        return self.text("Why is this slow?\n" + "\n".join(lines)[:size])
+
 
 def sample(engine: Engine, params: Any, count: int) -> list[int]:
     out = []
@@ -95,7 +104,8 @@ def sample(engine: Engine, params: Any, count: int) -> list[int]:
 
 def serve(root: Path) -> None:
     """Child process: load the engine under `root`, then answer `[make, arg, count]` lines with
-    the sample times (ns) on stdout. `make` is `prompt` (arg: size) or `text` (arg: text)."""
+    the sample times (ns) on stdout. `make` is `prompt` or `logs` (arg: size) or `text` (arg:
+    text)."""
     engine = Engine(str(root), root)
     print(json.dumps(engine.build_ms), flush=True)
     current: tuple[str, Any, Any] = ("", None, None)
@@ -175,8 +185,12 @@ def main() -> None:
     engines.append(Child("current", ROOT))
     for engine in engines:
         print(f"{engine.label}: Inspector build (Hyperscan compile) {engine.build_ms:.0f} ms")
-    for label, size in (("2 KB", 2048), ("100 KB", 102_400)):
-        figures = measure(engines, "prompt", size, args.seconds)
+    for label, make, size in (
+        ("2 KB", "prompt", 2048),
+        ("100 KB", "prompt", 102_400),
+        ("100 KB logs", "logs", 102_400),
+    ):
+        figures = measure(engines, make, size, args.seconds)
         row = "  ".join(
             f"{e.label} p50 {p50:8.1f} us p99 {p99:8.1f} us"
             for e, (p50, p99) in zip(engines, figures, strict=True)
@@ -186,7 +200,7 @@ def main() -> None:
             if len(engines) > 1
             else ""
         )
-        print(f"{label:>7} prompt: {row}{ratio}")
+        print(f"{label:>11} prompt: {row}{ratio}")
     print("pathological inputs, current engine (us per KB should stay flat as size doubles):")
     current = engines[-1]
     for label, unit in PATHOLOGICAL.items():
