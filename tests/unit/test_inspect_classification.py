@@ -291,9 +291,7 @@ def test_validator_failure_fails_closed_without_the_value(
 
     classifier = inspector._classifier
     patterns = tuple(
-        dataclasses.replace(p, validator=broken)
-        if p.detector == "gov.us_ssn"
-        else p
+        dataclasses.replace(p, validator=broken) if p.detector == "gov.us_ssn" else p
         for p in classifier._patterns_by_id
     )
     monkeypatch.setattr(classifier, "_patterns_by_id", patterns)
@@ -427,9 +425,7 @@ def test_card_after_a_short_digit_group_and_no_candidates_outside_the_schemes(
 
     classifier = inspector._classifier
     patterns = tuple(
-        dataclasses.replace(p, validator=counting)
-        if p.detector == "fin.payment_card"
-        else p
+        dataclasses.replace(p, validator=counting) if p.detector == "fin.payment_card" else p
         for p in classifier._patterns_by_id
     )
     monkeypatch.setattr(classifier, "_patterns_by_id", patterns)
