@@ -270,9 +270,7 @@ class Classifier:
             return ()
         located: dict[str, list[list[Location]]] = {}
         marker = self._encoded
-        encoded = (
-            [hit for hit in hits if hit[0] == marker] if marker in {h[0] for h in hits} else ()
-        )
+        encoded = [hit for hit in hits if hit[0] == marker]
         if encoded:
             hits = [hit for hit in hits if hit[0] != marker]
         if hits:
@@ -319,7 +317,11 @@ class Classifier:
                 out.append(hit)
                 continue
             index, start, end = hit
-            begin = lead.start(data, start)
+            single = lead.single  # the common lead, one class: checked without a call
+            if single is not None:
+                begin = start - 1 if start and data[start - 1] in single else None
+            else:
+                begin = lead.start(data, start)
             if begin is not None:
                 out.append((index, begin, end))
             elif data[start : end - 1].translate(None, lead.others):
@@ -425,7 +427,7 @@ class Classifier:
                 detector=failed,
             ) from None
         for detector, specific in SUBSUMED_BY.items():
-            if detector in accepted:
+            if detector in accepted and not specific.isdisjoint(accepted):
                 accepted[detector] = _outside(accepted[detector], accepted, specific)
         return accepted
 

@@ -42,7 +42,7 @@ class Lead:
     alternatives: tuple[tuple[bytes, ...], ...]
     _checks: tuple[tuple[frozenset[int], ...], ...] = field(init=False, repr=False)
     # The lead when it is one class: one set lookup per candidate.
-    _single: frozenset[int] | None = field(init=False, repr=False)
+    single: frozenset[int] | None = field(init=False, repr=False)
     # Every byte but those a lead can end with: `data.translate(None, others)` keeps only the
     # bytes after which a later core start could have its lead.
     others: bytes = field(init=False, repr=False)
@@ -57,7 +57,7 @@ class Lead:
         ends = frozenset().union(*(classes[-1] for classes in checks))
         object.__setattr__(self, "alternatives", tuple(alternatives))
         object.__setattr__(self, "_checks", checks)
-        object.__setattr__(self, "_single", checks[0][0] if widths == [1] else None)
+        object.__setattr__(self, "single", checks[0][0] if widths == [1] else None)
         object.__setattr__(self, "others", bytes(b for b in range(256) if b not in ends))
         object.__setattr__(self, "width", widths[0])
 
@@ -67,7 +67,7 @@ class Lead:
 
     def start(self, data: bytes, core_start: int) -> int | None:
         """Where the lead starts when it ends right at `core_start` (leftmost), else None."""
-        single = self._single
+        single = self.single
         if single is not None:
             return core_start - 1 if core_start and data[core_start - 1] in single else None
         for classes in self._checks:
