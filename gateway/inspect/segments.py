@@ -145,6 +145,10 @@ class ScanBuffer:
         separator, as a card split over two messages does, gives one location per part)."""
         segments = self.segments
         index = max(0, bisect.bisect_right(self._starts, start) - 1)
+        segment = segments[index]
+        if segment.plain and segment.start <= start < end <= segment.end:
+            # The usual case: inside one part scanned as is.
+            return [Location(segment.path, start - segment.start, end - segment.start)]
         out = []
         while index < len(segments):
             segment = segments[index]
