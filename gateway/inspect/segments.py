@@ -113,17 +113,20 @@ class ScanBuffer:
 
     def add(self, segment: Segment) -> None:
         text = segment.text
-        encoded_len = len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
-        if self._pieces:
-            spaced = self._pieces[-1][-1:].isdigit() and text[:1].isdigit()
-            self._pieces.append(n.SEPARATOR if spaced else "\n")
-            self._length += 1
-        segment.start = self._length
-        segment.end = self._length + encoded_len
-        segment.plain = text is segment.source and encoded_len == len(text)
-        self._length = segment.end
+        size = len(text)
+        encoded_len = size if text.isascii() else len(text.encode("utf-8", "replace"))
+        pieces = self._pieces
+        start = self._length
+        if pieces:
+            # The text's first character first: most parts start with a letter.
+            spaced = text[:1].isdigit() and pieces[-1][-1:].isdigit()
+            pieces.append(n.SEPARATOR if spaced else "\n")
+            start += 1
+        segment.start = start
+        segment.end = self._length = start + encoded_len
+        segment.plain = text is segment.source and encoded_len == size
         self.segments.append(segment)
-        self._pieces.append(segment.text)
+        pieces.append(text)
 
     @classmethod
     def of_bytes(cls, data: bytes) -> ScanBuffer:
@@ -234,8 +237,11 @@ def buffer(parts: list[tuple[str, str]]) -> ScanBuffer:
     read as typed; then every other part in request order; then the decoded views."""
     scan = ScanBuffer()
     extra: list[Segment] = []
-    contents = [part for part in parts if part[0].endswith(".content")]
-    ordered = contents + [part for part in parts if not part[0].endswith(".content")]
+    ordered: list[tuple[str, str]] = []
+    others: list[tuple[str, str]] = []
+    for part in parts:  # one pass, one `endswith` per part
+        (ordered if part[0].endswith(".content") else others).append(part)
+    ordered += others
     add = scan.add
     for path, text in ordered:
         # Most parts are plain ASCII with nothing to decode: one Segment, no other work.
