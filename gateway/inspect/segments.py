@@ -175,8 +175,8 @@ class ScanBuffer:
         return segment if offset < segment.end else None
 
 
-def direct(path: str, text: str) -> Segment:
-    normalized = n.normalize(text)
+def direct(path: str, text: str, normalize: Callable[[str], str] = n.normalize) -> Segment:
+    normalized = normalize(text)
     remaps = () if normalized is text else (n.LazyRemap(text),)
     return Segment(path, text, normalized, 0, 0, remaps)
 
@@ -232,9 +232,13 @@ def _has_encoding(text: str) -> bool:
     return len(text) >= 4 and ("\\" in text or "%" in text or "&" in text or "\u202e" in text)
 
 
-def buffer(parts: list[tuple[str, str]]) -> ScanBuffer:
+def buffer(
+    parts: list[tuple[str, str]], normalize: Callable[[str], str] = n.normalize
+) -> ScanBuffer:
     """Message contents first, in order, so a value split across messages at a separator is
-    read as typed; then every other part in request order; then the decoded views."""
+    read as typed; then every other part in request order; then the decoded views.
+    `normalize`: `normalize.normalize`, or a `normalize.Memo` shared with other readers of
+    the request."""
     scan = ScanBuffer()
     extra: list[Segment] = []
     ordered: list[tuple[str, str]] = []
@@ -248,7 +252,7 @@ def buffer(parts: list[tuple[str, str]]) -> ScanBuffer:
         if text.isascii():
             add(Segment(path, text, text, 0, 0))
         else:
-            add(direct(path, text))
+            add(direct(path, text, normalize))
         if _has_encoding(text):
             extra.extend(derived(path, text))
     for segment in extra:
