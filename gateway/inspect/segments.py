@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import bisect
 import html
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,15 +49,17 @@ _SIMPLE_ESCAPES = {
 
 
 def _unescape(match: re.Match[str]) -> str:
+    """What JSON decodes an escape to: `\\uXXXX` is that code point (a lone surrogate too),
+    and a high and low surrogate pair is the one character they encode. Computed here, not by
+    `json.loads` (~10x slower per escape, and code is full of escapes)."""
     escape = match.group()
     simple = _SIMPLE_ESCAPES.get(escape)
     if simple is not None:
         return simple
-    try:
-        value: str = json.loads(f'"{escape}"')
-    except ValueError:  # a lone surrogate
-        return escape
-    return value
+    code = int(escape[2:6], 16)
+    if len(escape) == 12:  # `_ESCAPE` matched a surrogate pair
+        code = 0x10000 + ((code - 0xD800) << 10) + (int(escape[8:12], 16) - 0xDC00)
+    return chr(code)
 
 
 def _percent(match: re.Match[str]) -> str:
