@@ -87,18 +87,30 @@ class _Table(dict[int, str]):
 _TABLE = _Table()
 
 
+_NON_ASCII_RUN = re.compile("[^\x00-\x7f]+")
+
+
+def _translate_run(match: re.Match[str]) -> str:
+    return match.group().translate(_TABLE)
+
+
 def normalize(text: str) -> str:
     """The text a detector reads. ASCII is returned as is."""
     if text.isascii():
         return text
+    # `translate` looks every character up, ASCII included (~40 ns each). In mostly-ASCII text
+    # (a few accents, smart quotes, dashes) only the runs of non-ASCII characters are
+    # translated, found by `re`: the same text (each character maps on its own), ~2-3x sooner.
+    extra_bytes = len(text.encode("utf-8", "surrogatepass")) - len(text)
+    if extra_bytes * 16 < len(text):
+        return _NON_ASCII_RUN.sub(_translate_run, text)
     return text.translate(_TABLE)
 
 
 class Memo:
     """`normalize` for the texts of one request, each non-ASCII text translated once (a
-    message's content is read by the scan buffer, the token estimate and the task cues; the
-    translation costs ~25 ns per character). Made per inspection and dropped with it: it holds
-    the request's content."""
+    message's content is read by the scan buffer, the token estimate and the task cues).
+    Made per inspection and dropped with it: it holds the request's content."""
 
     __slots__ = ("_done",)
 
@@ -110,7 +122,7 @@ class Memo:
             return text
         done = self._done.get(text)
         if done is None:
-            done = self._done[text] = text.translate(_TABLE)
+            done = self._done[text] = normalize(text)
         return done
 
 
