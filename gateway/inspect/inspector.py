@@ -62,12 +62,14 @@ class Inspector:
         self, params: ChatParams, *, declared: Level | None = None, task_hint: int = 0
     ) -> Inspection:
         """Raises `gateway.errors.InternalError` when a detector fails (fail closed)."""
+        # Each non-ASCII text is normalized once, whichever reader needs it first.
+        normalized = normalize.Memo()
         # Every string the adapters may send, read structurally from the request.
-        scan = segments.buffer(parts_list(params))
+        scan = segments.buffer(parts_list(params), normalized)
         findings = self._classifier.scan(scan)
-        text = normalize.request_text(params)
+        text = normalize.request_text(params, normalized)
 
-        user, system = normalize.instruction_text(params)
+        user, system = normalize.instruction_text(params, normalized)
         cues = self._vocabulary.cues_of(user, system)
         size = len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
         tokens = analysis.estimate_input_tokens(text, size, params)

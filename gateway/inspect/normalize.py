@@ -87,11 +87,43 @@ class _Table(dict[int, str]):
 _TABLE = _Table()
 
 
+_NON_ASCII_RUN = re.compile("[^\x00-\x7f]+")
+
+
+def _translate_run(match: re.Match[str]) -> str:
+    return match.group().translate(_TABLE)
+
+
 def normalize(text: str) -> str:
     """The text a detector reads. ASCII is returned as is."""
     if text.isascii():
         return text
+    # `translate` looks every character up, ASCII included (~40 ns each). In mostly-ASCII text
+    # (a few accents, smart quotes, dashes) only the runs of non-ASCII characters are
+    # translated, found by `re`: the same text (each character maps on its own), ~2-3x sooner.
+    extra_bytes = len(text.encode("utf-8", "surrogatepass")) - len(text)
+    if extra_bytes * 16 < len(text):
+        return _NON_ASCII_RUN.sub(_translate_run, text)
     return text.translate(_TABLE)
+
+
+class Memo:
+    """`normalize` for the texts of one request, each non-ASCII text translated once (a
+    message's content is read by the scan buffer, the token estimate and the task cues).
+    Made per inspection and dropped with it: it holds the request's content."""
+
+    __slots__ = ("_done",)
+
+    def __init__(self) -> None:
+        self._done: dict[str, str] = {}
+
+    def __call__(self, text: str) -> str:
+        if text.isascii():
+            return text
+        done = self._done.get(text)
+        if done is None:
+            done = self._done[text] = normalize(text)
+        return done
 
 
 _NON_ASCII = re.compile("[^\x00-\x7f]")
@@ -221,7 +253,12 @@ class LazySubRemap:
         return self._get().end(pos)
 
 
-def request_text(params: ChatParams) -> str:
+# Normalization maps each character on its own and the separators are ASCII: normalizing the
+# pieces and joining them gives the normalized joined text, with each piece looked up in a
+# `Memo` the scan buffer has already filled.
+
+
+def request_text(params: ChatParams, normalized: Callable[[str], str] = normalize) -> str:
     """The conversation's text (names, contents, tool calls), normalized, for the token
     estimate."""
     segments: list[str] = []
@@ -233,10 +270,15 @@ def request_text(params: ChatParams) -> str:
         for call in message.tool_calls:
             segments.append(call.name)
             segments.append(call.arguments)
-    return normalize(SEPARATOR.join(segments))
+    text = SEPARATOR.join(segments)
+    if text.isascii():
+        return text
+    return SEPARATOR.join([normalized(segment) for segment in segments])
 
 
-def instruction_text(params: ChatParams) -> tuple[str, str]:
+def instruction_text(
+    params: ChatParams, normalized: Callable[[str], str] = normalize
+) -> tuple[str, str]:
     """(last user message, system messages), normalized: what the caller asks for. Assistant
     history and tool results are data, not instructions, so they do not set the task type."""
     user = ""
@@ -244,5 +286,7 @@ def instruction_text(params: ChatParams) -> tuple[str, str]:
         if message.role == "user":
             user = message.content
             break
-    system = "\n".join(m.content for m in params.messages if m.role == "system" and m.content)
-    return normalize(user), normalize(system)
+    system = "\n".join(
+        [normalized(m.content) for m in params.messages if m.role == "system" and m.content]
+    )
+    return normalized(user), system

@@ -25,6 +25,8 @@ from gateway.chat import ChatParams
 
 # Non-text leaves: numbers and flags carry no content a detector could read.
 _SCALAR_TYPES = frozenset({bool, int, float, type(None)})
+# Empty, these hold nothing to walk.
+_CONTAINER_TYPES = frozenset({tuple, list, dict})
 
 
 @cache
@@ -57,11 +59,7 @@ def _walk(value: Any, path: str, out: list[tuple[str, str]]) -> None:
         return
     names = _dataclass_fields(cast(Hashable, kind))
     if names is not None:
-        prefix = f"{path}." if path else ""
-        for name in names:
-            item = getattr(value, name)
-            if item is not None:
-                _walk(item, prefix + name, out)
+        _walk_fields(value, names, f"{path}." if path else "", out)
     elif kind is tuple or kind is list:
         for index, item in enumerate(value):
             _walk(item, f"{path}[{index}]", out)
@@ -79,6 +77,23 @@ def _walk(value: Any, path: str, out: list[tuple[str, str]]) -> None:
     else:
         # Fail closed: an unknown type might carry text the adapters serialize.
         raise TypeError(f"{path or 'request'}: cannot inspect a value of type {kind.__name__}")
+
+
+def _walk_fields(
+    value: Any, names: tuple[str, ...], prefix: str, out: list[tuple[str, str]]
+) -> None:
+    """A dataclass's fields, in order. Most fields of a request are strings, numbers, None or
+    empty tuples: those are handled here, without a call to `_walk` (as `_walk` would)."""
+    for name in names:
+        item = getattr(value, name)
+        kind = type(item)
+        if kind is str:
+            if item:
+                out.append((prefix + name, item))
+        elif kind in _SCALAR_TYPES or (kind in _CONTAINER_TYPES and not item):
+            continue
+        else:
+            _walk(item, prefix + name, out)
 
 
 def part_text(params: ChatParams, path: str) -> str:

@@ -56,7 +56,7 @@ _NOT_PHONE_STEMS = (
     b"dec", b"issn", b"isbn", b"doi", b"page", b"pp", b"v",
 )  # fmt: skip
 _NOT_PHONE_TAIL = b" \t\n\r\x0b\x0c:.,"
-_LETTERS = re.compile(rb"[A-Za-z]*")
+_LETTERS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 _DATE_SHAPE = re.compile(rb"[0-9]{1,2}[\-/.][0-9]{1,2}[\-/.][0-9]{2,4}")
 _ZIP4 = re.compile(rb"[0-9]{5}-[0-9]{4}")
 _NANP_SHAPE = re.compile(
@@ -102,8 +102,9 @@ def _not_phone_before(data: bytes, start: int) -> bool:
     word before the candidate could be one of its words."""
     low = max(0, start - 12)
     before = data[low:start].rstrip(_NOT_PHONE_TAIL)
-    word = _LETTERS.match(before[::-1])
-    if word is None or not word.group()[::-1].lower().startswith(_NOT_PHONE_STEMS):
+    # The last word: the run of letters `before` ends with (`rstrip` finds its start in C).
+    word = before[len(before.rstrip(_LETTERS)) :]
+    if not word.lower().startswith(_NOT_PHONE_STEMS):
         return False
     return _NOT_PHONE_BEFORE.search(data, low, start) is not None
 

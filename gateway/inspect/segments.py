@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import bisect
 import html
-import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -50,15 +49,17 @@ _SIMPLE_ESCAPES = {
 
 
 def _unescape(match: re.Match[str]) -> str:
+    """What JSON decodes an escape to: `\\uXXXX` is that code point (a lone surrogate too),
+    and a high and low surrogate pair is the one character they encode. Computed here, not by
+    `json.loads` (~10x slower per escape, and code is full of escapes)."""
     escape = match.group()
     simple = _SIMPLE_ESCAPES.get(escape)
     if simple is not None:
         return simple
-    try:
-        value: str = json.loads(f'"{escape}"')
-    except ValueError:  # a lone surrogate
-        return escape
-    return value
+    code = int(escape[2:6], 16)
+    if len(escape) == 12:  # `_ESCAPE` matched a surrogate pair
+        code = 0x10000 + ((code - 0xD800) << 10) + (int(escape[8:12], 16) - 0xDC00)
+    return chr(code)
 
 
 def _percent(match: re.Match[str]) -> str:
@@ -113,17 +114,20 @@ class ScanBuffer:
 
     def add(self, segment: Segment) -> None:
         text = segment.text
-        encoded_len = len(text) if text.isascii() else len(text.encode("utf-8", "replace"))
-        if self._pieces:
-            spaced = self._pieces[-1][-1:].isdigit() and text[:1].isdigit()
-            self._pieces.append(n.SEPARATOR if spaced else "\n")
-            self._length += 1
-        segment.start = self._length
-        segment.end = self._length + encoded_len
-        segment.plain = text is segment.source and encoded_len == len(text)
-        self._length = segment.end
+        size = len(text)
+        encoded_len = size if text.isascii() else len(text.encode("utf-8", "replace"))
+        pieces = self._pieces
+        start = self._length
+        if pieces:
+            # The text's first character first: most parts start with a letter.
+            spaced = text[:1].isdigit() and pieces[-1][-1:].isdigit()
+            pieces.append(n.SEPARATOR if spaced else "\n")
+            start += 1
+        segment.start = start
+        segment.end = self._length = start + encoded_len
+        segment.plain = text is segment.source and encoded_len == size
         self.segments.append(segment)
-        self._pieces.append(segment.text)
+        pieces.append(text)
 
     @classmethod
     def of_bytes(cls, data: bytes) -> ScanBuffer:
@@ -136,7 +140,9 @@ class ScanBuffer:
         return scan
 
     def seal(self) -> bytes:
-        self.data = n.to_bytes("".join(self._pieces))
+        # `to_bytes` of the joined pieces, with its padding newlines joined in: one copy of the
+        # text and one encoding, not three copies (~4 us less on the 100 KB bench prompt).
+        self.data = "".join(["\n", *self._pieces, "\n"]).encode("utf-8", "replace")
         self._starts = [s.start for s in self.segments]
         return self.data
 
@@ -145,6 +151,10 @@ class ScanBuffer:
         separator, as a card split over two messages does, gives one location per part)."""
         segments = self.segments
         index = max(0, bisect.bisect_right(self._starts, start) - 1)
+        segment = segments[index]
+        if segment.plain and segment.start <= start < end <= segment.end:
+            # The usual case: inside one part scanned as is.
+            return [Location(segment.path, start - segment.start, end - segment.start)]
         out = []
         while index < len(segments):
             segment = segments[index]
@@ -168,8 +178,8 @@ class ScanBuffer:
         return segment if offset < segment.end else None
 
 
-def direct(path: str, text: str) -> Segment:
-    normalized = n.normalize(text)
+def direct(path: str, text: str, normalize: Callable[[str], str] = n.normalize) -> Segment:
+    normalized = normalize(text)
     remaps = () if normalized is text else (n.LazyRemap(text),)
     return Segment(path, text, normalized, 0, 0, remaps)
 
@@ -225,20 +235,27 @@ def _has_encoding(text: str) -> bool:
     return len(text) >= 4 and ("\\" in text or "%" in text or "&" in text or "\u202e" in text)
 
 
-def buffer(parts: list[tuple[str, str]]) -> ScanBuffer:
+def buffer(
+    parts: list[tuple[str, str]], normalize: Callable[[str], str] = n.normalize
+) -> ScanBuffer:
     """Message contents first, in order, so a value split across messages at a separator is
-    read as typed; then every other part in request order; then the decoded views."""
+    read as typed; then every other part in request order; then the decoded views.
+    `normalize`: `normalize.normalize`, or a `normalize.Memo` shared with other readers of
+    the request."""
     scan = ScanBuffer()
     extra: list[Segment] = []
-    contents = [part for part in parts if part[0].endswith(".content")]
-    ordered = contents + [part for part in parts if not part[0].endswith(".content")]
+    ordered: list[tuple[str, str]] = []
+    others: list[tuple[str, str]] = []
+    for part in parts:  # one pass, one `endswith` per part
+        (ordered if part[0].endswith(".content") else others).append(part)
+    ordered += others
     add = scan.add
     for path, text in ordered:
         # Most parts are plain ASCII with nothing to decode: one Segment, no other work.
         if text.isascii():
             add(Segment(path, text, text, 0, 0))
         else:
-            add(direct(path, text))
+            add(direct(path, text, normalize))
         if _has_encoding(text):
             extra.extend(derived(path, text))
     for segment in extra:
