@@ -440,7 +440,10 @@ class Classifier:
         locate = buffer.locate
         for detector, spans in accepted.items():
             out = located.setdefault(detector, [])
-            out.extend(found for found in (locate(s, e) for s, e in spans) if found)
+            for start, end in spans:
+                found = locate(start, end)
+                if found:
+                    out.append(found)
 
     def _assemble(self, located: dict[str, list[list[Location]]]) -> tuple[Finding, ...]:
         findings = []
@@ -452,15 +455,11 @@ class Classifier:
             if len(occurrences) == 1:
                 findings.append(Finding(detector, levels[detector], 1, tuple(occurrences[0])))
                 continue
-            unique = {loc for occurrence in occurrences for loc in occurrence}
-            locations = tuple(sorted(unique, key=_location_key))
+            # Locations are (part, start, end) tuples: their natural order.
+            locations = tuple(sorted({loc for occurrence in occurrences for loc in occurrence}))
             count = _count_disjoint(occurrences)
             findings.append(Finding(detector, levels[detector], count, locations))
         return tuple(findings)
-
-
-def _location_key(location: Location) -> tuple[str, int, int]:
-    return location.part, location.start, location.end
 
 
 def _trim(data: bytes, start: int, end: int, inner: frozenset[int]) -> tuple[int, int]:
