@@ -12,7 +12,7 @@ import pytest
 from gateway.chat import ChatMessage, ChatParams, ToolCall
 from gateway.config import InspectionConfig
 from gateway.errors import InternalError
-from gateway.inspect import Inspector
+from gateway.inspect import Inspector, normalize
 from gateway.inspect import validators as v
 from gateway.inspect.classification import Classifier
 from gateway.levels import Level
@@ -431,3 +431,11 @@ def test_card_after_a_short_digit_group_and_no_candidates_outside_the_schemes(
     monkeypatch.setattr(classifier, "_patterns_by_id", patterns)
     assert inspector.inspect(user("1 " * 2000)).findings == ()
     assert calls == []
+
+
+def test_classifiers_with_the_same_patterns_share_their_compiled_databases() -> None:
+    first, second = Classifier(InspectionConfig()), Classifier(InspectionConfig())
+    assert first._databases[0] is second._databases[0]
+    other = Classifier(InspectionConfig(markers={"PROJECT BLUE": Level.RESTRICTED}))
+    assert other._databases[0] is not first._databases[0]
+    assert other.scan(normalize.to_bytes("see PROJECT BLUE")) != ()
