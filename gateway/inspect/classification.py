@@ -87,7 +87,7 @@ def _compile(
     patterns: list[_Pattern], ids: list[int] | None = None, *, whole: bool = False
 ) -> hyperscan.Database:
     """`ids`: what each pattern reports as (default: its position). `whole`: each pattern with
-    its lead (the rescan database)."""
+    its lead (the database for digit-dense input and for `_rescan`)."""
     return _database(
         tuple(p.whole if whole else p.expression for p in patterns),
         tuple(ids if ids is not None else range(len(patterns))),
